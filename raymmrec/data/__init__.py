@@ -1,0 +1,1 @@
+"""Stage 1: raw sources → the dataset dir (Parquet + stats.json)."""

@@ -1,0 +1,67 @@
+"""Ray start-up shared by every job: local on a laptop, `address` (or RAY_ADDRESS) on a cluster."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RayConfig:
+    """How a job joins Ray. Empty `address` starts (or reuses) a local instance unless RAY_ADDRESS is set."""
+
+    address: str = ""
+    num_cpus: int | None = None          # local instance only; None = all cores
+    num_gpus: int | None = None
+    object_store_mb: int | None = None   # local instance only; None = Ray's default share of RAM
+    data_no_progress_timeout_s: float = 300.0
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+
+# Workers need these as the driver has them (DeepSpeed's accelerator choice, MLflow store, tokenizer threads).
+_FORWARDED_ENV = ("DS_ACCELERATOR", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TOKENIZERS_PARALLELISM",
+                  "RAYMMREC_PARENT_RUN_ID", "HF_HUB_OFFLINE")
+
+
+def init_ray(cfg: RayConfig | None = None) -> None:
+    """Start or join Ray once per process, with a data pipeline that fails instead of hanging when starved."""
+    import ray
+    from ray.data import DataContext
+
+    cfg = cfg or RayConfig()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not ray.is_initialized():
+        env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+        env.update(cfg.env_vars)
+        kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": True,
+                        "ignore_reinit_error": True, "include_dashboard": False}
+        address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+        if address:
+            kwargs.pop("include_dashboard")
+            ray.init(address=address, **kwargs)
+        else:
+            if cfg.num_cpus is not None:
+                kwargs["num_cpus"] = cfg.num_cpus
+            if cfg.num_gpus is not None:
+                kwargs["num_gpus"] = cfg.num_gpus
+            if cfg.object_store_mb is not None:
+                kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
+            ray.init(**kwargs)
+    ctx = DataContext.get_current()
+    ctx.execution_options.verbose_progress = False
+    if hasattr(ctx, "execution_no_progress_timeout_s"):
+        ctx.execution_no_progress_timeout_s = cfg.data_no_progress_timeout_s
+
+
+def cluster_cpus() -> float:
+    """CPUs Ray sees in the cluster."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def cluster_gpus() -> float:
+    """GPUs Ray sees in the cluster."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))

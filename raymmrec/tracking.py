@@ -1,0 +1,179 @@
+"""The one place that talks to MLflow: local SQLite store by default, MLFLOW_TRACKING_URI honoured."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from raymmrec.config import flatten
+
+# MLflow's own limits: a param value is at most 6000 chars; a batch holds at most 100 params.
+_PARAM_MAX = 6000
+_PARAM_BATCH = 100
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs go. Empty `uri` means MLFLOW_TRACKING_URI, else a SQLite store under `root`."""
+
+    experiment: str = "raymmrec"
+    uri: str = ""
+    root: str = "runs"
+    enabled: bool = True
+
+
+def resolve_uri(cfg: TrackingConfig) -> str:
+    """The tracking URI in force: config, then environment, then `sqlite:///<root>/mlflow.db`."""
+    if cfg.uri:
+        return cfg.uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = Path(cfg.root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def setup(cfg: TrackingConfig) -> str:
+    """Point MLflow at the store and experiment of `cfg`; returns the experiment id."""
+    import mlflow
+
+    uri = resolve_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    # Children (Ray workers, Tune trials) inherit the store through the environment.
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    exp = mlflow.get_experiment_by_name(cfg.experiment)
+    if exp is None:
+        artifact_location = None
+        if uri.startswith("sqlite:"):
+            artifact_location = (Path(cfg.root).resolve() / "artifacts").as_uri()
+        exp_id = mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = cfg.experiment
+    return exp_id
+
+
+@contextlib.contextmanager
+def job_run(cfg: TrackingConfig, run_name: str, params: Mapping[str, Any] | None = None,
+            tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """A run for one job: nested under an active run (pipeline parent) when there is one."""
+    import mlflow
+
+    if not cfg.enabled:
+        yield None
+        return
+    if mlflow.active_run() is None:
+        setup(cfg)
+    parent = os.environ.get("RAYMMREC_PARENT_RUN_ID")
+    nested = mlflow.active_run() is not None
+    run_tags = dict(tags or {})
+    if parent and not nested:
+        run_tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=run_tags) as run:
+        if params:
+            log_params(params)
+        yield run
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log a (possibly nested) mapping as flat params, trimmed to MLflow's limits."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    flat = {k: _param_str(v) for k, v in flatten(dict(params)).items()}
+    items = list(flat.items())
+    for i in range(0, len(items), _PARAM_BATCH):
+        mlflow.log_params(dict(items[i:i + _PARAM_BATCH]))
+
+
+def _param_str(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s[:_PARAM_MAX]
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log numeric metrics (non-numbers are skipped); '@' is not allowed in names, so it becomes '_at_'."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    clean = {metric_name(k): float(v) for k, v in metrics.items() if _is_number(v)}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def metric_name(name: str) -> str:
+    """MLflow-safe metric name (`recall@20` → `recall_at_20`)."""
+    return name.replace("@", "_at_")
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(v, bool)
+
+
+def log_dict(data: Any, artifact_file: str) -> None:
+    """Log a JSON/YAML-serialisable object as an artifact."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_dict(data, artifact_file)
+
+
+def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+    """Log a list of row dicts as an MLflow table artifact (JSON)."""
+    import mlflow
+
+    if mlflow.active_run() is None or not rows:
+        return
+    columns: dict[str, list] = {k: [] for k in rows[0]}
+    for r in rows:
+        for k in columns:
+            columns[k].append(r.get(k))
+    mlflow.log_table(data=columns, artifact_file=artifact_file)
+
+
+def log_figure(fig: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure as a PNG artifact and close it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_figure(fig, artifact_file)
+    plt.close(fig)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file or directory as an artifact."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        mlflow.log_artifacts(str(p), artifact_path=artifact_path)
+    else:
+        mlflow.log_artifact(str(p), artifact_path=artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """Log a text artifact."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_text(text, artifact_file)
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    """A temporary directory for artifacts written before logging."""
+    return tempfile.TemporaryDirectory(prefix="raymmrec-")
