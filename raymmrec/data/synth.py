@@ -9,17 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymmrec.data import content_features
 from raymmrec.data.interactions import SplitMethod, process_interactions
-from raymmrec.data.schema import (ITEMS_SCHEMA, RAW_FEATURES, RAW_INTERACTIONS_SCHEMA, SYNTH_TRUTH_FILE, DatasetDir,
-                                  TableWriter)
-from raymmrec.data.synth_content import make_catalogue, render_image, item_text
+from raymmrec.data.items import write_items
+from raymmrec.data.schema import RAW_INTERACTIONS_SCHEMA, SYNTH_TRUTH_FILE, DatasetDir
+from raymmrec.data.synth_content import Catalogue, item_text, make_catalogue, render_image
 from raymmrec.data.write import write_interactions, write_stats
 
 SizeName = Literal["tiny", "small", "baby", "electronics"]
@@ -175,37 +174,26 @@ def _raw_index(ids: pa.Array) -> np.ndarray:
     return pc.cast(pc.utf8_slice_codeunits(ids, 1), pa.int64()).to_numpy()
 
 
-def _write_items(root: Path, cfg: SynthConfig, lat: Latents, items: np.ndarray, asins: pa.Array,
-                 catalogue, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Render and write items.parquet chunk by chunk; returns the raw image and text features."""
-    from tqdm import tqdm
-
-    n = len(items)
-    image_feats = np.zeros((n, content_features.IMAGE_DIM), np.float32)
-    sentences: list[str] = []
-    chunks = range(0, n, cfg.chunk_items)
-    with TableWriter(root / "items.parquet", ITEMS_SCHEMA) as writer:
-        for lo in tqdm(chunks, desc="render items", unit="chunk", disable=not progress):
-            hi = min(lo + cfg.chunk_items, n)
-            rng = np.random.default_rng([cfg.seed, 1, lo])
-            raw = items[lo:hi]
-            texts = [item_text(catalogue, lat.item_cluster[r], lat.item_style[r], cfg.text_noise, rng) for r in raw]
-            images = [render_image(catalogue, lat.item_cluster[r], lat.item_style[r], cfg.image_noise, rng,
-                                   cfg.image_size) for r in raw]
-            image_feats[lo:hi], ok = content_features.image_features(images)
-            title, brand, categories, description = (list(col) for col in zip(*texts))
-            sentences += [content_features.item_sentence(*t) for t in texts]
-            writer.write(pa.table({
-                "item": pa.array(np.arange(lo, hi, dtype=np.int32)),
-                "asin": asins.slice(lo, hi - lo),
-                "title": title, "brand": brand, "categories": categories, "description": description,
-                "price": pa.array(lat.item_price[raw]),
-                "image": pa.nulls(hi - lo, pa.string()),
-                "image_bytes": pa.array(images, pa.binary()),
-                "release_ts": pa.array(lat.item_release[raw]),
-                "image_ok": pa.array(ok),
-            }))
-    return image_feats, content_features.text_features(sentences)
+def _item_chunks(cfg: SynthConfig, lat: Latents, items: np.ndarray, asins: pa.Array,
+                 catalogue: Catalogue) -> Iterator[pa.Table]:
+    """Items in new-id order, rendered lazily chunk by chunk (memory stays bounded at Electronics size)."""
+    for lo in range(0, len(items), cfg.chunk_items):
+        hi = min(lo + cfg.chunk_items, len(items))
+        rng = np.random.default_rng([cfg.seed, 1, lo])
+        raw = items[lo:hi]
+        texts = [item_text(catalogue, lat.item_cluster[r], lat.item_style[r], cfg.text_noise, rng) for r in raw]
+        images = [render_image(catalogue, lat.item_cluster[r], lat.item_style[r], cfg.image_noise, rng,
+                               cfg.image_size) for r in raw]
+        title, brand, categories, description = (list(col) for col in zip(*texts))
+        yield pa.table({
+            "item": pa.array(np.arange(lo, hi, dtype=np.int32)),
+            "asin": asins.slice(lo, hi - lo),
+            "title": title, "brand": brand, "categories": categories, "description": description,
+            "price": pa.array(lat.item_price[raw]),
+            "image": pa.nulls(hi - lo, pa.string()),
+            "image_bytes": pa.array(images, pa.binary()),
+            "release_ts": pa.array(lat.item_release[raw]),
+        })
 
 
 def generate_dataset(cfg: SynthConfig, out_dir: str | Path, kcore: int = 5, split: SplitMethod = "random",
@@ -229,18 +217,14 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | Path, kcore: int = 5, spli
     write_interactions(root, processed)
     catalogue = make_catalogue(counts["clusters"], counts["styles"], _root_category(cfg.size),
                                np.random.default_rng([cfg.seed, 2]))
-    image_feats, text_feats = _write_items(root, cfg, lat, items, processed.item_ids, catalogue, progress)
-    feature_dir = DatasetDir(root).features(RAW_FEATURES)
-    feature_dir.mkdir(parents=True, exist_ok=True)
-    np.save(feature_dir / "image.npy", image_feats)
-    np.save(feature_dir / "text.npy", text_feats)
+    report = write_items(root, _item_chunks(cfg, lat, items, processed.item_ids, catalogue), progress=progress)
     np.savez_compressed(
         root / SYNTH_TRUTH_FILE,
         item_cluster=cluster[items], item_style=style[items], item_latent=latent[items],
         item_popularity=pop[items], user_clusters=uclusters[users], user_weights=uweights[users],
         user_styles=ustyles[users])
     write_stats(root, processed, source, skipped={}, extra={
-        "kcore": kcore, "split_method": split, "seed": cfg.seed, "image_undecodable": 0,
+        "kcore": kcore, "split_method": split, "seed": cfg.seed, "image_undecodable": report.undecodable,
         "synth": {**asdict(cfg), **{f"generated_{k}": v for k, v in counts.items()}},
         "seconds": round(time.perf_counter() - t0, 2),
     })
