@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raymmrec.data.faults import RowFaults
-from raymmrec.data.jsonlines import CHUNK_LINES, LINE, check_file, iter_line_chunks, iter_records, parse_record, read_columns
+from raymmrec.data.jsonlines import CHUNK_LINES, LINE, check_file, iter_records, read_columns
 from raymmrec.data.schema import RAW_INTERACTIONS_SCHEMA
 from raymmrec.errors import DataError
 
@@ -89,26 +89,21 @@ def read_meta(path: str | Path, fmt: AmazonFormat, asins: pa.Array,
     key_re = re.compile(rb"(?<![A-Za-z_])['\"]" + key.encode() + rb"['\"]\s*:\s*['\"]([^'\"]+)['\"]")
     rows: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
     seen: set[str] = set()
-    for start, lines in iter_line_chunks(path, chunk_lines):
-        for offset, line in enumerate(lines):
-            match = key_re.search(line)
-            if match is not None and match.group(1).decode("utf-8", "replace") not in wanted:
-                continue
-            if not line.strip():
-                continue
-            record = parse_record(line)
-            if record is None:
-                faults.add("malformed", start + offset)
-                continue
-            asin = record.get(key)
-            if not isinstance(asin, str):
-                faults.add(f"missing_{key}", start + offset)
-                continue
-            if asin not in wanted or asin in seen:
-                continue
-            seen.add(asin)
-            for column, value in zip(META_COLUMNS, _meta_fields(record, fmt, asin)):
-                rows[column].append(value)
+
+    def unwanted(line: bytes) -> bool:
+        match = key_re.search(line)
+        return match is not None and match.group(1).decode("utf-8", "replace") not in wanted
+
+    for row, record in iter_records(path, faults, chunk_lines, skip=unwanted):
+        asin = record.get(key)
+        if not isinstance(asin, str):
+            faults.add(f"missing_{key}", row)
+            continue
+        if asin not in wanted or asin in seen:
+            continue
+        seen.add(asin)
+        for column, value in zip(META_COLUMNS, _meta_fields(record, fmt, asin)):
+            rows[column].append(value)
     table = pa.table({
         "asin": pa.array(rows["asin"], pa.string()), "title": pa.array(rows["title"], pa.string()),
         "brand": pa.array(rows["brand"], pa.string()),
