@@ -162,3 +162,22 @@ def test_job_prints_one_line_error_and_exits_2(tmp_path):
     bad_key = subprocess.run([sys.executable, str(ROOT / "jobs" / "prepare_data.py"), "kcor=3"],
                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad_key.returncode == 2 and "unknown config key 'kcor'" in bad_key.stderr
+
+
+def test_reader_counts_faults_with_line_numbers_across_chunks(tmp_path, caplog):
+    from raymmrec.data.amazon import read_reviews
+
+    path = tmp_path / "reviews.json"
+    ok = {"reviewerID": "u1", "asin": "a1", "overall": 5.0, "unixReviewTime": 10}
+    path.write_text("\n".join([
+        json.dumps(ok), "", "{'reviewerID': 'u2', 'asin': 'a2', 'overall': 4.0 ",            # lines 1-3
+        repr({**ok, "reviewerID": "u3"}), json.dumps({"asin": "a9", "overall": 1.0}),      # lines 4-5
+        json.dumps({**ok, "reviewerID": "u1", "asin": "a3"}),                               # line 6
+    ]) + "\n")
+    table, faults = read_reviews(path, "amazon2018", chunk_lines=2)
+    assert table.column("user_id").to_pylist() == ["u1", "u3", "u1"]
+    assert table.column("item_id").to_pylist() == ["a1", "a1", "a3"]
+    assert faults.first_rows == {"malformed": [3], "missing_user_or_item": [5]}
+    with caplog.at_level("WARNING"):
+        faults.warn()
+    assert "reviews.json: skipped 1 row(s): malformed (rows 3)" in caplog.text

@@ -92,3 +92,10 @@ def test_cold_items_reach_test(tiny):
     # No interaction precedes its item's release, and some items are released after the log starts.
     assert (inter.timestamp.to_numpy() >= release[inter.item.to_numpy()]).all()
     assert (release > inter.timestamp.min()).any()
+
+
+def test_impossible_counts_are_a_config_error(tmp_path):
+    from raymmrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="items >= clusters x styles"):
+        generate_dataset(SynthConfig(size="tiny", items=4, clusters=8), tmp_path / "x")

@@ -48,7 +48,7 @@ def image_vectors(pixels: np.ndarray) -> np.ndarray:
     x = pixels.astype(np.float32)
     cell = GRAD_SIZE // THUMB
     thumb = x.reshape(n, THUMB, cell, THUMB, cell, 3).mean(axis=(2, 4)).reshape(n, -1) / 255.0
-    q = np.minimum((x / 256.0 * COLOUR_LEVELS).astype(np.int64), COLOUR_LEVELS - 1)
+    q = (pixels // (256 // COLOUR_LEVELS)).astype(np.int32)
     colour = ((q[..., 0] * COLOUR_LEVELS + q[..., 1]) * COLOUR_LEVELS + q[..., 2]).reshape(n, -1)
     hist = _row_histograms(colour, COLOUR_LEVELS ** 3)
     gy, gx = np.gradient(x.mean(axis=3), axis=(1, 2))
@@ -63,17 +63,15 @@ def image_vectors(pixels: np.ndarray) -> np.ndarray:
 def image_features(images: Iterable[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
     """Encoded images → (features [n, IMAGE_DIM], decoded flags); rows that do not decode are zeros."""
     pixels, ok = [], []
-    blank = np.zeros((GRAD_SIZE, GRAD_SIZE, 3), np.uint8)
     for data in images:
         img = decode_image(data) if data else None
         ok.append(img is not None)
-        pixels.append(np.asarray(img.resize((GRAD_SIZE, GRAD_SIZE), Image.Resampling.BILINEAR))
-                      if img is not None else blank)
-    if not pixels:
-        return np.zeros((0, IMAGE_DIM), np.float32), np.zeros(0, bool)
+        if img is not None:
+            pixels.append(np.asarray(img.resize((GRAD_SIZE, GRAD_SIZE), Image.Resampling.BILINEAR)))
     ok_arr = np.array(ok, dtype=bool)
-    feats = image_vectors(np.stack(pixels))
-    feats[~ok_arr] = 0.0
+    feats = np.zeros((len(ok), IMAGE_DIM), np.float32)
+    if pixels:
+        feats[ok_arr] = image_vectors(np.stack(pixels))
     return feats, ok_arr
 
 
@@ -106,4 +104,4 @@ def text_features(sentences: Sequence[str], dim: int = TEXT_DIM) -> np.ndarray:
     counts = HashingVectorizer(n_features=dim, alternate_sign=False, norm=None,
                                token_pattern=r"(?u)\b\w+\b").transform(sentences)
     tfidf = TfidfTransformer(norm="l2", sublinear_tf=True).fit_transform(counts)
-    return np.asarray(tfidf.todense(), dtype=np.float32)
+    return tfidf.astype(np.float32).toarray()

@@ -71,10 +71,10 @@ def reindex(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _rank_within_user(user: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position of each row within its user under `order` (rows grouped by user), and the user's row count."""
-    counts = np.bincount(user)
-    starts = np.cumsum(counts) - counts
-    rank = np.empty(len(user), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - starts[user[order]]
+    counts = np.bincount(user).astype(np.int32)      # int32 halves the per-row temporaries below
+    starts = np.cumsum(counts, dtype=np.int64) - counts
+    rank = np.empty(len(user), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int64) - starts[user[order]]
     return rank, counts[user]
 
 
@@ -97,7 +97,7 @@ def split_interactions(user: np.ndarray, timestamp: np.ndarray, method: SplitMet
     """Per-user train/valid/test labels: random order (MMRec, seeded) or chronological (latest rows to test)."""
     if len(user) == 0:
         return np.zeros(0, dtype=np.int8)
-    tiebreak = np.random.default_rng(seed).random(len(user))
+    tiebreak = np.random.default_rng(seed).random(len(user), dtype=np.float32)
     if method == "random":
         order = np.lexsort((tiebreak, user))
     elif method == "chronological":

@@ -87,7 +87,7 @@ def write_items(root: str | Path, chunks: Iterable[pa.Table], raw_features: bool
             report.items += chunk.num_rows
             report.images_checked += int(checked.sum())
             if raw_features:
-                image_rows.append(feats)
+                image_rows.append(feats[ok])      # only decoded rows: URL-only catalogues cost nothing here
                 ok_rows.append(ok)
                 sentences += content_features.item_sentences(chunk)
     report.faults.warn()
@@ -103,8 +103,10 @@ def _save_raw_features(ds: DatasetDir, image_rows: list[np.ndarray], ok_rows: li
     written = []
     ok = np.concatenate(ok_rows) if ok_rows else np.zeros(0, bool)
     if ok.any():
+        image = np.zeros((len(ok), content_features.IMAGE_DIM), np.float32)
+        image[ok] = np.concatenate(image_rows)
         out.mkdir(parents=True, exist_ok=True)
-        np.save(out / "image.npy", content_features.fill_missing_with_mean(np.concatenate(image_rows), ok))
+        np.save(out / "image.npy", content_features.fill_missing_with_mean(image, ok))
         written.append("image")
     if any(s.strip() for s in sentences):
         out.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,11 @@ from raymmrec.data.items import write_items
 from raymmrec.data.schema import RAW_INTERACTIONS_SCHEMA, SYNTH_TRUTH_FILE, DatasetDir
 from raymmrec.data.synth_content import Catalogue, item_text, make_catalogue, render_image
 from raymmrec.data.write import write_interactions, write_stats
+from raymmrec.errors import ConfigError
 
 SizeName = Literal["tiny", "small", "baby", "electronics"]
 
-# Counts before k-core; the generator lands close to them after it (Baby/Electronics as in MMRec's sets).
+# Target counts after 5-core (Baby / Electronics as in MMRec's sets); OVERDRAW scales what is drawn.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"users": 300, "items": 200, "interactions": 3600, "clusters": 8, "styles": 2},
     "small": {"users": 3000, "items": 1200, "interactions": 27000, "clusters": 16, "styles": 3},
@@ -70,6 +71,8 @@ class SynthConfig:
                 base[key] = int(getattr(self, key))
         for key, factor in OVERDRAW_BY_SIZE.get(self.size, OVERDRAW).items():
             base[key] = int(round(base[key] * factor))
+        if min(base.values()) < 1 or base["items"] < base["clusters"] * base["styles"]:
+            raise ConfigError(f"synth: counts must be positive and items >= clusters x styles, got {base}")
         return base
 
 
