@@ -56,7 +56,7 @@ def amazon2018(tmp_path):
 def test_amazon2018_gzip_strict_and_python_literal_lines(amazon2018, tmp_path, mlflow_store):
     reviews, meta = amazon2018
     cfg = PrepareConfig(source="amazon2018", reviews=str(reviews), meta=str(meta), out=str(tmp_path / "ds"),
-                        chunk_lines=16, progress=False, tracking=mlflow_store)
+                        chunk_bytes=2000, progress=False, tracking=mlflow_store)
     ds = prepare(cfg)
     stats = ds.stats()
     assert (stats["users"], stats["items"], stats["interactions"]) == (10, 6, 60)
@@ -174,10 +174,22 @@ def test_reader_counts_faults_with_line_numbers_across_chunks(tmp_path, caplog):
         repr({**ok, "reviewerID": "u3"}), json.dumps({"asin": "a9", "overall": 1.0}),      # lines 4-5
         json.dumps({**ok, "reviewerID": "u1", "asin": "a3"}),                               # line 6
     ]) + "\n")
-    table, faults = read_reviews(path, "amazon2018", chunk_lines=2)
+    table, faults = read_reviews(path, "amazon2018", chunk_bytes=120)
     assert table.column("user_id").to_pylist() == ["u1", "u3", "u1"]
     assert table.column("item_id").to_pylist() == ["a1", "a1", "a3"]
     assert faults.first_rows == {"malformed": [3], "missing_user_or_item": [5]}
     with caplog.at_level("WARNING"):
         faults.warn()
     assert "reviews.json: skipped 1 row(s): malformed (rows 3)" in caplog.text
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 1 << 20])
+def test_blocks_hold_whole_lines_with_their_numbers(tmp_path, chunk_bytes):
+    from raymmrec.data.jsonlines import iter_line_chunks
+
+    lines = [b"a" * 30, b"", b"bb", b"c" * 100, b"d"]
+    path = tmp_path / "x.json.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"\n".join(lines))           # no newline at the end
+    got = [(start + k, line) for start, chunk in iter_line_chunks(path, chunk_bytes) for k, line in enumerate(chunk)]
+    assert got == list(enumerate(lines, 1))

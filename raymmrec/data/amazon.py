@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raymmrec.data.faults import RowFaults
-from raymmrec.data.jsonlines import CHUNK_LINES, LINE, check_file, iter_records, read_columns
+from raymmrec.data.jsonlines import CHUNK_BYTES, LINE, check_file, iter_records, read_columns
 from raymmrec.errors import DataError
 
 AmazonFormat = Literal["amazon2018", "amazon2023"]
@@ -37,7 +37,7 @@ _PRICE = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def read_reviews(path: str | Path, fmt: AmazonFormat,
-                 chunk_lines: int = CHUNK_LINES) -> tuple[pa.Table, RowFaults]:
+                 chunk_bytes: int = CHUNK_BYTES) -> tuple[pa.Table, RowFaults]:
     """Stream the review file into raw interactions (RAW_INTERACTIONS_SCHEMA fields, ids dictionary-encoded)."""
     path = check_file(path, "reviews")
     fields = REVIEW_FIELDS[fmt]
@@ -45,7 +45,7 @@ def read_reviews(path: str | Path, fmt: AmazonFormat,
     schema = pa.schema([(fields.user, pa.string()), (fields.item, pa.string()),
                         (fields.rating, pa.float64()), (fields.time, pa.int64())])
     parts = []
-    for chunk in read_columns(path, schema, faults, chunk_lines):
+    for chunk in read_columns(path, schema, faults, chunk_bytes):
         complete = pc.and_(pc.is_valid(chunk.column(fields.user)), pc.is_valid(chunk.column(fields.item)))
         incomplete = chunk.filter(pc.invert(complete)).column(LINE).to_pylist()
         for row in incomplete:
@@ -82,7 +82,7 @@ def _explain_no_reviews(path: Path, fmt: str, faults: RowFaults) -> str:
 
 
 def read_meta(path: str | Path, fmt: AmazonFormat, asins: pa.Array,
-              chunk_lines: int = CHUNK_LINES) -> tuple[pa.Table, RowFaults]:
+              chunk_bytes: int = CHUNK_BYTES) -> tuple[pa.Table, RowFaults]:
     """Item fields of the wanted asins only; other lines are skipped before they are parsed."""
     path = check_file(path, "meta")
     faults = RowFaults("meta", str(path))
@@ -97,7 +97,7 @@ def read_meta(path: str | Path, fmt: AmazonFormat, asins: pa.Array,
         match = key_re.search(line)
         return match is not None and match.group(1).decode("utf-8", "replace") not in wanted
 
-    for row, record in iter_records(path, faults, chunk_lines, skip=unwanted):
+    for row, record in iter_records(path, faults, chunk_bytes, skip=unwanted):
         asin = record.get(key)
         if not isinstance(asin, str):
             faults.add(f"missing_{key}", row)

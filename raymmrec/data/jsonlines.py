@@ -4,18 +4,18 @@ from __future__ import annotations
 import ast
 import gzip
 import io
-import itertools
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
 
 from raymmrec.data.faults import RowFaults
 from raymmrec.errors import DataError
 
-CHUNK_LINES = 100_000
+CHUNK_BYTES = 32 << 20
 LINE = "_line"      # extra column of read_columns: the 1-based line number of each record
 
 
@@ -38,19 +38,33 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def iter_line_chunks(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[tuple[int, list[bytes]]]:
-    """(1-based number of the first line, lines) in chunks, so memory is bounded by the chunk size."""
-    row = 1
+def iter_blocks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(1-based number of the first line, whole lines) in blocks of about `chunk_bytes`; memory stays bounded."""
+    row, rest = 1, b""
     with open_binary(path) as f:
         while True:
             try:
-                lines = list(itertools.islice(f, chunk_lines))
+                data = f.read(chunk_bytes)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise DataError(f"'{path}': cannot read past line {row} ({exc})") from None
-            if not lines:
+            if not data:
+                if rest.strip():
+                    yield row, rest + b"\n"
                 return
-            yield row, lines
-            row += len(lines)
+            data = rest + data
+            cut = data.rfind(b"\n")
+            if cut < 0:              # a line longer than the block: keep reading
+                rest = data
+                continue
+            block, rest = data[:cut + 1], data[cut + 1:]
+            yield row, block
+            row += block.count(b"\n")
+
+
+def iter_line_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, list[bytes]]]:
+    """(1-based number of the first line, lines) per block."""
+    for row, block in iter_blocks(path, chunk_bytes):
+        yield row, block.split(b"\n")[:-1]
 
 
 def parse_record(line: bytes) -> dict[str, Any] | None:
@@ -78,19 +92,19 @@ def parse_lines(start: int, lines: list[bytes], faults: RowFaults,
         yield start + offset, record
 
 
-def iter_records(path: Path, faults: RowFaults, chunk_lines: int = CHUNK_LINES,
+def iter_records(path: Path, faults: RowFaults, chunk_bytes: int = CHUNK_BYTES,
                  skip: Callable[[bytes], bool] | None = None) -> Iterator[tuple[int, dict]]:
     """(line number, record) for every parseable line of the file that `skip` (a cheap pre-filter) keeps."""
-    for start, lines in iter_line_chunks(path, chunk_lines):
+    for start, lines in iter_line_chunks(path, chunk_bytes):
         yield from parse_lines(start, lines, faults, skip)
 
 
-def _chunk_fast(lines: list[bytes], schema: pa.Schema) -> pa.Table | None:
-    """The chunk through Arrow's JSON reader, or None when any line is not strict JSON of the right types."""
+def _block_fast(block: bytes, schema: pa.Schema) -> pa.Table | None:
+    """The block through Arrow's JSON reader, or None when any line is not strict JSON of the right types."""
     try:
         return pajson.read_json(
-            io.BytesIO(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)),
-            read_options=pajson.ReadOptions(block_size=1 << 24),
+            io.BytesIO(block),
+            read_options=pajson.ReadOptions(block_size=max(1 << 20, min(len(block) + 1, 1 << 26))),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore",
                                               newlines_in_values=False),
         )
@@ -133,13 +147,16 @@ def _lenient_array(values: list, tp: pa.DataType) -> pa.Array:
 
 
 def read_columns(path: Path, schema: pa.Schema, faults: RowFaults,
-                 chunk_lines: int = CHUNK_LINES) -> Iterator[pa.Table]:
-    """The `schema` fields (+ LINE) of every record, chunk by chunk (Arrow's reader, Python for odd chunks)."""
-    for start, lines in iter_line_chunks(path, chunk_lines):
-        table = _chunk_fast(lines, schema)
+                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+    """The `schema` fields (+ LINE) of every record, block by block (Arrow's reader, Python for odd blocks)."""
+    for start, block in iter_blocks(path, chunk_bytes):
+        table = _block_fast(block, schema)
         if table is not None:
-            rows = [start + i for i, line in enumerate(lines) if line.strip()]
-            if len(rows) == table.num_rows:
-                yield table.append_column(LINE, pa.array(rows, pa.int64()))
-                continue
-        yield _chunk_slow(start, lines, schema, faults)
+            n_lines = block.count(b"\n")
+            if table.num_rows == n_lines:
+                rows = np.arange(start, start + n_lines, dtype=np.int64)
+            else:                    # Arrow skipped blank lines: number the others
+                rows = np.array([start + i for i, line in enumerate(block.split(b"\n")[:-1]) if line.strip()])
+            yield table.append_column(LINE, pa.array(rows, pa.int64()))
+            continue
+        yield _chunk_slow(start, block.split(b"\n")[:-1], schema, faults)

@@ -16,7 +16,7 @@ from raymmrec.config import flatten, to_dict
 from raymmrec.data.amazon import read_meta, read_reviews
 from raymmrec.data.interactions import ProcessedInteractions, SplitMethod, process_interactions
 from raymmrec.data.items import local_image_paths, write_items
-from raymmrec.data.jsonlines import CHUNK_LINES
+from raymmrec.data.jsonlines import CHUNK_BYTES
 from raymmrec.data.mmrec import export_mmrec, import_mmrec
 from raymmrec.data.schema import DatasetDir
 from raymmrec.data.synth import SynthConfig, generate_dataset
@@ -43,7 +43,7 @@ class PrepareConfig:
     kcore: int = 5
     split: SplitMethod = "random"
     seed: int = 0                     # split seed
-    chunk_lines: int = CHUNK_LINES    # lines per streamed chunk of the raw files
+    chunk_bytes: int = CHUNK_BYTES    # bytes per streamed block of the raw files (whole lines)
     synth: SynthConfig = field(default_factory=SynthConfig)
     export_mmrec: str = ""            # also write MMRec's folder format here
     export_name: str = ""             # <name>.inter of the export; empty = the dataset dir's name
@@ -99,12 +99,12 @@ def _check(cfg: PrepareConfig) -> None:
         raise ConfigError(f"source={cfg.source} needs reviews=<review file> (and usually meta=<metadata file>)")
     if cfg.source == "mmrec" and not cfg.folder:
         raise ConfigError("source=mmrec needs folder=<MMRec dataset folder>")
-    if cfg.chunk_lines < 1:
-        raise ConfigError(f"config key 'chunk_lines': expected an integer >= 1, got {cfg.chunk_lines}")
+    if cfg.chunk_bytes < 1:
+        raise ConfigError(f"config key 'chunk_bytes': expected an integer >= 1, got {cfg.chunk_bytes}")
 
 
 def _prepare_amazon(cfg: PrepareConfig, out: Path) -> DatasetDir:
-    raw, review_faults = read_reviews(cfg.reviews, cfg.source, cfg.chunk_lines)
+    raw, review_faults = read_reviews(cfg.reviews, cfg.source, cfg.chunk_bytes)
     review_faults.warn()
     processed = process_interactions(raw, cfg.kcore, cfg.split, cfg.seed, source=f"reviews file '{cfg.reviews}'")
     del raw
@@ -112,7 +112,7 @@ def _prepare_amazon(cfg: PrepareConfig, out: Path) -> DatasetDir:
     skipped = review_faults.as_dict()
     meta = None
     if cfg.meta:
-        meta, meta_faults = read_meta(cfg.meta, cfg.source, processed.item_ids, cfg.chunk_lines)
+        meta, meta_faults = read_meta(cfg.meta, cfg.source, processed.item_ids, cfg.chunk_bytes)
         meta_faults.warn()
         skipped.update(meta_faults.as_dict())
     else:
