@@ -63,11 +63,11 @@ def setup(cfg: TrackingConfig) -> str:
 def job_run(cfg: TrackingConfig, run_name: str, params: Mapping[str, Any] | None = None,
             tags: Mapping[str, str] | None = None) -> Iterator[Any]:
     """A run for one job: nested under an active run (pipeline parent) when there is one."""
-    import mlflow
-
     if not cfg.enabled:
         yield None
         return
+    import mlflow
+
     if mlflow.active_run() is None:
         setup(cfg)
     parent = os.environ.get("RAYMMREC_PARENT_RUN_ID")
