@@ -5,7 +5,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -64,8 +64,7 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         """The result without history and model (for logs and Tune)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("history", "model")}
-        return d
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("history", "model")}
 
 
 class EarlyStopping:
@@ -106,7 +105,8 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
     """Identity of a run for resuming: model, both configs and the data's shape."""
     ident = {"model": model_name, "model_config": to_dict(model_cfg), "trainer": to_dict(trainer_cfg),
              "data": [data.name, data.n_users, data.n_items, data.n_train, data.feature_set]}
-    for k in ("device", "num_threads", "checkpoint_every"):   # do not change what is computed
+    # These do not change what an epoch computes; `epochs` may grow to extend a finished run.
+    for k in ("device", "num_threads", "checkpoint_every", "epochs", "eval_batch_size"):
         ident["trainer"].pop(k)
     return config_hash(ident)
 
@@ -149,6 +149,8 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
             sampler.load_state_dict(saved["sampler"])
             torch.set_rng_state(saved["torch_rng"])
             st = saved["trainer"]
+            if st["stop_reason"] == "finished" and st["epoch"] < trainer_cfg.epochs:
+                st["stop_reason"] = None
             stopper = EarlyStopping(trainer_cfg.patience, saved["early_stopping"]["best"],
                                     saved["early_stopping"]["bad"])
     best_state = None
