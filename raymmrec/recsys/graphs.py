@@ -10,9 +10,8 @@ import torch
 
 AdjacencyNorm = Literal["sym", "sym_prime", "rw_self_loop"]
 
-# torch announces its CSR support as beta on every construction; the kernels used here are stable.
+# torch announces its CSR support as beta; the kernels used here are stable.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
 def to_torch_csr(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -21,7 +20,7 @@ def to_torch_csr(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> tor
     m.sort_indices()
     return torch.sparse_csr_tensor(
         torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data.astype(np.float32, copy=True)), size=m.shape, device=device)
+        torch.from_numpy(m.data.astype(np.float32, copy=True)), size=m.shape, device=device, check_invariants=False)
 
 
 def to_scipy_csr(matrix: torch.Tensor) -> sp.csr_matrix:

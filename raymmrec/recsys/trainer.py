@@ -122,13 +122,22 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
     returns True stops training ("stopped_by_report"). With `checkpoint_dir`, last.pt is written every
     epoch and best.pt at each new best; `resume` continues from last.pt of the same config.
     """
-    data = InteractionData.resolve(data)
-    spec = get_model(model_name)
-    cfg = spec.make_config(model_cfg)
     _check_trainer_config(trainer_cfg)
-    device = resolve_device(trainer_cfg.device)
+    threads = torch.get_num_threads()
     if trainer_cfg.num_threads > 0:
         torch.set_num_threads(trainer_cfg.num_threads)
+    try:
+        return _train(model_name, model_cfg, trainer_cfg, InteractionData.resolve(data), report, checkpoint_dir, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
+           data: InteractionData, report: ReportFn | None, checkpoint_dir: str | Path | None,
+           resume: bool) -> TrainResult:
+    spec = get_model(model_name)
+    cfg = spec.make_config(model_cfg)
+    device = resolve_device(trainer_cfg.device)
     seed_everything(trainer_cfg.seed)
     model = spec.build(cfg, data).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=trainer_cfg.lr, weight_decay=trainer_cfg.weight_decay)
@@ -211,12 +220,12 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
         st["epoch"] = epoch
         st["seconds"] += record["seconds"]
         st["history"].append(record)
+        record.update(should_stop=st["stop_reason"] is not None, stop_reason=st["stop_reason"],
+                      checkpoint_dir=str(ckpt_dir) if ckpt_dir else None)
         if ckpt_dir is not None:
             every = trainer_cfg.checkpoint_every
             if improved or st["stop_reason"] or (every > 0 and epoch % every == 0):
                 checkpoint(improved)
-        record.update(should_stop=st["stop_reason"] is not None, stop_reason=st["stop_reason"],
-                      checkpoint_dir=str(ckpt_dir) if ckpt_dir else None)
         if report is not None and report(dict(record)) is True and st["stop_reason"] is None:
             st["stop_reason"] = "stopped_by_report"
             if ckpt_dir is not None:

@@ -94,7 +94,7 @@ class FREEDOM(Recommender):
         users, items = kept[0], kept[1] + self.n_users
         n = self.n_users + self.n_items
         coo = torch.sparse_coo_tensor(torch.stack([torch.cat([users, items]), torch.cat([items, users])]),
-                                      torch.cat([values, values]), (n, n))
+                                      torch.cat([values, values]), (n, n), check_invariants=False)
         self.masked_adj = coo.coalesce().to_sparse_csr()
 
     def _propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
