@@ -33,6 +33,7 @@ ITEMS_SCHEMA = pa.schema([
     pa.field("image", pa.string()),                      # local path (relative to the dir), absolute path or URL
     pa.field("image_bytes", pa.binary()),                # inline encoded image, preferred when present
     pa.field("release_ts", pa.int64()),                  # first time the item could be seen (unix seconds)
+    pa.field("image_ok", pa.bool_()),                    # image decoded; false = undecodable, null = not checked (URL)
 ])
 
 USERS_SCHEMA = pa.schema([
@@ -40,11 +41,21 @@ USERS_SCHEMA = pa.schema([
     pa.field("user_id", pa.string()),                    # raw user id
 ])
 
+# In-memory contract between the readers and the interaction pipeline (raw ids, before k-core).
+RAW_INTERACTIONS_SCHEMA = pa.schema([
+    pa.field("user_id", pa.string(), nullable=False),
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("rating", pa.float32()),
+    pa.field("timestamp", pa.int64()),
+])
+
 INTERACTIONS_FILE = "interactions.parquet"
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 STATS_FILE = "stats.json"
 FEATURES_DIR = "features"
+RAW_FEATURES = "raw"                                     # features/raw: cheap fixed extractors over the item content
+SYNTH_TRUTH_FILE = "synth_truth.npz"                     # generator ground truth, rows in item / user order
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,27 @@ def check_schema(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
 def write_table(table: pa.Table, path: Path, schema: pa.Schema) -> None:
     """Write `table` as Parquet under the declared schema."""
     pq.write_table(check_schema(table, schema, str(path)), path, compression="zstd")
+
+
+class TableWriter:
+    """Chunked Parquet writer under a declared schema (for tables too large to hold at once)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = Path(path)
+        self.schema = schema
+        self._writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(check_schema(table, self.schema, str(self.path)))
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_table(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
