@@ -40,6 +40,7 @@ class MultimodalEncoder(nn.Module):
       encode_text(tokens [B,L] int64) → [B, embed_dim]
       encode_fused(pixels, tokens) → [B, fused_dim]   (only when `supports_fused`)
       fused_tokens(pixels, tokens, image_mask) → FusedTokens (pre-training heads)
+      encode_image_patches(pixels) → [B, n_patches, D]
     Every call goes through `forward`, so DeepSpeed ZeRO-3 gathers the parameters it needs.
     """
 
@@ -72,6 +73,8 @@ class MultimodalEncoder(nn.Module):
             return self._encode_fused(pixels, tokens)
         if mode == "fused_tokens":
             return self._fused_tokens(pixels, tokens, image_mask)
+        if mode == "image_patches":
+            return self._image_patches(pixels)
         raise ValueError(f"unknown encoder mode {mode!r}")
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -96,6 +99,10 @@ class MultimodalEncoder(nn.Module):
         self._require_fused()
         return self(mode="fused_tokens", pixels=pixels, tokens=tokens, image_mask=image_mask)
 
+    def encode_image_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-patch image features `[B, n_patches, D]` (e.g. targets of a frozen MIM teacher)."""
+        return self(mode="image_patches", pixels=pixels)
+
     def logit_scale_param(self) -> nn.Parameter | None:
         """The encoder's own contrastive temperature (log scale), when it has one."""
         return None
@@ -118,6 +125,9 @@ class MultimodalEncoder(nn.Module):
 
     def _fused_tokens(self, pixels: torch.Tensor, tokens: torch.Tensor,
                       image_mask: torch.Tensor | None) -> FusedTokens:
+        raise NotImplementedError
+
+    def _image_patches(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 

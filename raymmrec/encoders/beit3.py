@@ -139,6 +139,10 @@ class Beit3Encoder(MultimodalEncoder):
                                       text_padding_mask=self._text_padding(tokens), image_mask=image_mask)
         return FusedTokens(hidden, n_vision)
 
+    def _image_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self.beit3(pixels=pixels)
+        return hidden[:, 1:]
+
 
 def _is_stage_output(path: str) -> bool:
     from pathlib import Path

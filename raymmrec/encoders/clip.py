@@ -162,3 +162,15 @@ class ClipEncoder(MultimodalEncoder):
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens)
+
+    def _image_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        visual = self.model.visual
+        if not hasattr(visual, "output_tokens"):
+            raise ConfigError(f"clip.model '{self.clip_config.model}' does not expose patch tokens")
+        before = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            _, tokens = visual(pixels)
+        finally:
+            visual.output_tokens = before
+        return tokens
