@@ -37,6 +37,7 @@ class PairDataConfig:
     augment: bool = True                # open_clip's training augmentation (random resized crop)
     mask_seed: int | None = None        # fixed: the same masks for the same pair every epoch (tests, repro)
     shuffle_buffer: int = 0             # local shuffle buffer of each worker's iterator (0 = off)
+    preserve_order: bool = False        # deterministic order and worker split (tests comparing runs)
     # Reads of the source per dataset epoch: Ray Data restarts its pipeline every epoch (seconds), so small sets are
     # read several times in one execution. 0 = auto: enough to cover the run when the row count is known.
     repeat: int = 0

@@ -142,6 +142,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
                                  failure_config=FailureConfig(max_failures=cfg.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
             datasets={"train": dataset},
+            dataset_config=_data_config(cfg.data),
         )
         print(f"pre-training {cfg.encoder} ({cfg.objective}) with {cfg.num_workers} workers, "
               f"ZeRO-{cfg.deepspeed.zero_stage}, {cfg.max_steps} steps; checkpoints in {storage}/{run_name}",
@@ -164,6 +165,14 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
                           steps=int(metrics.get("step", 0)), metrics=metrics, history=history,
                           undecodable_images=int(drops.get("undecodable_images", 0)),
                           missing_images=int(drops.get("missing_images", 0)), seconds=time.perf_counter() - t0)
+
+
+def _data_config(data: PairDataConfig):
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = options.preserve_order or data.preserve_order
+    return DataConfig(execution_options=options)
 
 
 def _final_drops(counter: Any) -> dict[str, int]:
