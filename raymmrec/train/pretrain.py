@@ -59,6 +59,7 @@ class PretrainResult:
 
     encoder_dir: Path
     checkpoint: str
+    run_id: str | None
     steps: int
     metrics: dict[str, float]
     history: list[dict[str, float]]
@@ -78,10 +79,13 @@ def default_source(cfg: PretrainConfig) -> str:
     return str(root)
 
 
+AUTO_REPEAT_MAX_ROWS = 20_000   # a set this small is cheap to hold once in the object store
+
+
 def auto_repeat(cfg: PretrainConfig) -> int:
-    """Source reads per dataset epoch so that one Ray Data execution covers the whole run (known sizes only)."""
+    """Passes per dataset epoch so that one Ray Data execution covers the whole run (small, known-size sets only)."""
     rows = source_rows(cfg.data.source)
-    if not rows:
+    if not rows or rows > AUTO_REPEAT_MAX_ROWS:
         return 1
     needed = cfg.max_steps * cfg.deepspeed.grad_accum * cfg.data.batch_size * cfg.num_workers
     return max(1, min(-(-needed // rows) + 1, 1000))
@@ -161,7 +165,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
             tracking.log_artifact(encoder_dir / "encoder.pt", "encoder")
         if history:
             tracking.log_table(history, "pretrain_history.json")
-    return PretrainResult(encoder_dir=encoder_dir, checkpoint=str(result.checkpoint.path),
+    return PretrainResult(encoder_dir=encoder_dir, checkpoint=str(result.checkpoint.path), run_id=run_id,
                           steps=int(metrics.get("step", 0)), metrics=metrics, history=history,
                           undecodable_images=int(drops.get("undecodable_images", 0)),
                           missing_images=int(drops.get("missing_images", 0)), seconds=time.perf_counter() - t0)
