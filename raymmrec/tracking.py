@@ -126,6 +126,39 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(clean, step=step)
 
 
+def log_metrics_to_run(run_id: str, uri: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log metrics into an existing run from any process (a Ray Train worker), without an active run there."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [Metric(metric_name(k), float(v), now, int(step)) for k, v in metrics.items() if _is_number(v)]
+    if batch:
+        MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=batch)
+
+
+def metric_history(run_id: str, keys: list[str], uri: str | None = None) -> list[dict[str, float]]:
+    """Rows `{step, key: value, ...}` of a run's metrics by step; a step logged twice (a resumed run) keeps its last value."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    rows: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for m in sorted(client.get_metric_history(run_id, metric_name(key)), key=lambda m: (m.step, m.timestamp)):
+            rows.setdefault(m.step, {"step": m.step})[key] = m.value
+    return [rows[s] for s in sorted(rows)]
+
+
+def active_run_id() -> str | None:
+    """The id of the active run, if any (to hand to worker processes)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None
+
+
 def metric_name(name: str) -> str:
     """MLflow-safe metric name (`recall@20` → `recall_at_20`)."""
     return name.replace("@", "_at_")
