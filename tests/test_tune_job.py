@@ -15,13 +15,19 @@ def _job_main():
 
 
 def test_job_tunes_three_models_on_the_generated_set_and_prints_the_leaderboard(ray_local, mlflow_store, tmp_path,
-                                                                                capsys):
+                                                                                capsys, monkeypatch):
+    from raymmrec.recsys.interaction_data import InteractionData
+
+    puts = []
+    real_put = InteractionData.put
+    monkeypatch.setattr(InteractionData, "put", lambda self: puts.append(1) or real_put(self))
     main = _job_main()
     main([f"output={tmp_path / 'out'}", f"tracking.uri={mlflow_store.uri}", "tracking.experiment=test",
-          "models=[bpr, lightgcn, vbpr]", "trainer.epochs=3", "search.grace_period=1",
+          "models=[bpr, lightgcn, vbpr]", "trainer.epochs=3", "search.grace_period=1", "search.max_concurrent_trials=1",
           "spaces={bpr: {reg_weight: {grid: [1.0e-4, 2.0]}}, lightgcn: {n_layers: {grid: [1, 2]}}, "
           "vbpr: {reg_weight: {grid: [1.0e-4, 2.0]}}}"])
     out = capsys.readouterr().out
+    assert len(puts) == 1       # one copy of the data in the object store for the trials of all three models
     assert "generating the synthetic 'tiny' dataset" in out
     assert "Trial name" in out and "best recall@20" in out          # Ray Tune's live progress table
     board = out[out.index("leaderboard:"):]

@@ -2,9 +2,13 @@ import os
 import signal
 from collections import Counter
 
+import dataclasses
+
 import mlflow
+import pytest
 from ray.tune import Callback
 
+from raymmrec.errors import ConfigError
 from raymmrec.recsys.trainer import TrainerConfig
 from raymmrec.tune.algorithms import SearchConfig
 from raymmrec.tune.search import TuneBackbonesConfig, tune_backbones
@@ -63,3 +67,9 @@ def test_an_interrupted_search_resumes_without_losing_or_rerunning_finished_tria
     assert sorted(c.data.tags["trial_id"] for c in children) == sorted(after)
     assert all(c.info.status == "FINISHED" and c.data.tags["stop_reason"] == after[c.data.tags["trial_id"]].stop_reason
                for c in children)
+
+    # Resuming the same name with another configuration is refused before anything runs or is logged.
+    changed = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=6))
+    with pytest.raises(ConfigError, match="search 'restore' at .* was started with another configuration for 'bpr'"):
+        tune_backbones(changed, data=data, out=lambda line: None)
+    assert client.get_run(second.run_id).info.status == "FINISHED"

@@ -19,7 +19,8 @@ def test_grid_algorithm_crosses_grids_and_samples_the_rest():
     space = model_space("lightgcn", {"n_layers": {"grid": [1, 2, 3]}, "reg_weight": {"loguniform": [1e-6, 1e-2]},
                                      "trainer.lr": {"choice": [0.01, 0.001]}, "embedding_size": {"randint": [8, 16]}})
     grid = tune_space(space, "grid")
-    assert grid["n_layers"] == tune.grid_search([1, 2, 3])
+    assert sorted(grid["n_layers"]["grid_search"]) == [1, 2, 3]
+    assert tune_space(space, "grid", seed=0)["n_layers"] == grid["n_layers"]       # seeded order
     assert isinstance(grid["reg_weight"], tune.search.sample.Float)
     assert grid["reg_weight"].lower == 1e-6 and grid["reg_weight"].upper == 1e-2
     assert grid["trainer.lr"].categories == [0.01, 0.001]

@@ -116,7 +116,7 @@ def summary_lines(rows: Sequence[TrialRow]) -> list[str]:
     for model in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == model]
         reasons = Counter(r.stop_reason for r in mine)
-        out.append(f"{model}: {len(mine)} trials, {sum(r.epochs for r in mine)} trial-epochs, "
+        out.append(f"{model}: {len(mine)} trial{'' if len(mine) == 1 else 's'}, {sum(r.epochs for r in mine)} trial-epochs, "
                    + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()))
     return out
 

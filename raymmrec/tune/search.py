@@ -7,8 +7,8 @@ config per model" is each Tuner's best trial, and a restore resumes model by mod
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -94,7 +94,11 @@ def resolve_spaces(cfg: TuneBackbonesConfig) -> dict[str, Space]:
 
 def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None, callbacks: Sequence[Any] = (),
                    out: Callable[[str], None] = print) -> SearchResult:
-    """Run (or resume) the search of every model in `cfg.models`, print and log the leaderboard."""
+    """Run (or resume) the search of every model in `cfg.models`, print and log the leaderboard.
+
+    `data` skips loading `cfg.data`; `callbacks` (ray.tune.Callback) join a new search; a restored search
+    keeps the callbacks it was started with (Tune stores them with the experiment).
+    """
     started = time.perf_counter()
     check_search_config(cfg.search, cfg.trainer.epochs)
     spaces = resolve_spaces(cfg)
@@ -106,25 +110,29 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
         # Building each model once here checks the data before any trial, and fills what the data object
         # carries to every trial (FREEDOM's kNN graph) before its one trip to the object store.
         get_model(model).build(fixed.get(model), data)
+    root = storage.experiment_root(cfg.storage or str(Path(cfg.output) / "experiments"), cfg.name)
+    paths = {m: f"{root}/{m}" for m in spaces}
+    restore = {m: _restorable(cfg, paths[m], _search_ident(cfg, m, spaces[m], fixed.get(m, {}), data))
+               for m in spaces}
+    expected = {m: expected_trials(sp, cfg.search.algorithm, cfg.search.num_samples) for m, sp in spaces.items()}
     init_ray(cfg.ray)
     data_ref = data.put()
-    root = storage.experiment_root(cfg.storage or str(Path(cfg.output) / "experiments"), cfg.name)
-    idents = {m: _search_ident(cfg, m, spaces[m], fixed.get(m, {}), data) for m in spaces}
     parent_tags = {"stage": "tune", "tune_experiment": root}
-    parent = tracking.find_run_id(cfg.tracking, parent_tags) if cfg.resume else None
+    parent = tracking.find_run_id(cfg.tracking, parent_tags) if any(restore.values()) else None
     s = data.summary()
-    out(f"data {s['name']}: {s['n_users']} users, {s['n_items']} items, {s['n_train']} train interactions; "
-        f"searching {', '.join(f'{m} ({expected_trials(sp, cfg.search.algorithm, cfg.search.num_samples)} trials)' for m, sp in spaces.items())} "
-        f"with {cfg.search.algorithm} + {cfg.search.scheduler}, up to {cfg.trainer.epochs} epochs each; Tune storage {root}")
+    out(f"data {s['name']}: {s['n_users']} users, {s['n_items']} items, {s['n_train']} train interactions; searching "
+        + ", ".join(f"{m} ({n} trials)" for m, n in expected.items())
+        + f" with {cfg.search.algorithm} + {cfg.search.scheduler}, up to {cfg.trainer.epochs} epochs a trial; "
+        f"Tune storage {root}")
     rows: list[TrialRow] = []
-    expected, paths, complete = {}, {}, True
+    complete = True
     with tracking.job_run(cfg.tracking, f"tune:{cfg.name}", None if parent else _parent_params(cfg, spaces, s),
                           tags=parent_tags, resume_run_id=parent) as run:
         for model, space in spaces.items():
-            paths[model] = f"{root}/{model}"
-            expected[model] = expected_trials(space, cfg.search.algorithm, cfg.search.num_samples)
-            grid = _search_model(cfg, model, space, fixed.get(model, {}), data_ref, paths[model], idents[model],
-                                 callbacks, out)
+            if restore[model]:
+                out(f"{model}: resuming the search at {paths[model]}")
+            grid = _search_model(cfg, model, space, fixed.get(model, {}), data_ref, paths[model], restore[model],
+                                 callbacks)
             rows += trial_rows(model, grid, cfg.trainer.valid_metric)
             ended = grid.num_terminated + grid.num_errors
             if ended < max(len(grid), expected[model]):
@@ -137,6 +145,22 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
                               run_id=run.info.run_id if run is not None else None, experiment_paths=paths)
         _finish(cfg, result, out)
     return result
+
+
+def _restorable(cfg: TuneBackbonesConfig, path: str, ident: dict) -> bool:
+    """Whether a model's search resumes from `path`; a fresh one clears it and records what it is."""
+    from ray import tune
+
+    marker = f"{path}.search.json"
+    if cfg.resume and tune.Tuner.can_restore(path):
+        saved = storage.read_json(marker)
+        if saved is not None and config_hash(saved) != config_hash(ident):
+            raise ConfigError(f"search '{cfg.name}' at {path} was started with another configuration for "
+                              f"'{ident['model']}'; use another name, or resume=false to start it over")
+        return True
+    storage.remove(path)
+    storage.write_json(marker, ident)
+    return False
 
 
 def _search_ident(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, data: InteractionData) -> dict:
@@ -159,7 +183,7 @@ def _parent_params(cfg: TuneBackbonesConfig, spaces: dict[str, Space], data_summ
 
 
 def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, data_ref: Any, path: str,
-                  ident: dict, callbacks: Sequence[Any], out: Callable[[str], None]) -> Any:
+                  restore: bool, callbacks: Sequence[Any]) -> Any:
     """Fit (or restore and finish) the Tuner of one model; returns its ResultGrid."""
     from ray import tune
 
@@ -169,24 +193,16 @@ def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data_ref, model=model, fixed=fixed, trainer=trainer),
         {"cpu": cfg.search.cpus_per_trial, "gpu": cfg.search.gpus_per_trial})
-    marker = f"{path}.search.json"
-    if cfg.resume and tune.Tuner.can_restore(path):
-        saved = storage.read_json(marker)
-        if saved is not None and config_hash(saved) != config_hash(ident):
-            raise ConfigError(f"search '{cfg.name}' at {path} was started with another configuration for "
-                              f"'{model}'; use another name or resume=false to start over")
-        out(f"{model}: resuming the search at {path}")
+    if restore:
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        storage.remove(path)
-        storage.write_json(marker, ident)
-        tuner = tune.Tuner(trainable, param_space=tune_space(space, cfg.search.algorithm),
-                           tune_config=_tune_config(cfg, model, space),
+        tuner = tune.Tuner(trainable, param_space=tune_space(space, cfg.search.algorithm, cfg.search.seed),
+                           tune_config=_tune_config(cfg),
                            run_config=_run_config(cfg, model, space, fixed, path, callbacks))
     return tuner.fit()
 
 
-def _tune_config(cfg: TuneBackbonesConfig, model: str, space: Space) -> Any:
+def _tune_config(cfg: TuneBackbonesConfig) -> Any:
     from ray import tune
 
     metric = search_metric(cfg.trainer.valid_metric)
@@ -197,8 +213,6 @@ def _tune_config(cfg: TuneBackbonesConfig, model: str, space: Space) -> Any:
 
 def _run_config(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, path: str,
                 callbacks: Sequence[Any]) -> Any:
-    import os
-
     from ray import tune
 
     # Ray's newer console output ignores a ProgressReporter; the legacy one prints the chosen columns.
@@ -221,7 +235,7 @@ def _run_config(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict,
 
 def _finish(cfg: TuneBackbonesConfig, result: SearchResult, out: Callable[[str], None]) -> None:
     """Print the leaderboard; write it, the trials, the plot and each model's best.pt locally and to MLflow."""
-    ks, metric = cfg.trainer.topk, cfg.trainer.valid_metric
+    ks = cfg.trainer.topk
     local = Path(cfg.output) / cfg.name
     local.mkdir(parents=True, exist_ok=True)
     out("")
@@ -238,14 +252,20 @@ def _finish(cfg: TuneBackbonesConfig, result: SearchResult, out: Callable[[str],
     board, trials = leaderboard_rows(result.trials, ks), trials_table(result.trials, ks)
     (local / "leaderboard.json").write_text(json.dumps(board, indent=1, default=str))
     (local / "trials.json").write_text(json.dumps(trials, indent=1, default=str))
-    fig = curves_figure(result.trials, metric)
+    fig = curves_figure(result.trials, cfg.trainer.valid_metric)
     fig.savefig(local / "learning_curves.png", dpi=110)
     out(f"leaderboard, trials, learning curves and best checkpoints in {local.resolve()}")
     if result.run_id is None:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        return
+    else:
+        _log_outputs(cfg, result, board, trials, fig)
+
+
+def _log_outputs(cfg: TuneBackbonesConfig, result: SearchResult, board: list[dict], trials: list[dict],
+                 fig: Any) -> None:
+    """The parent run gets the leaderboard, trials, plot and best checkpoint; each model's best trial its best.pt."""
     tracking.log_table(board, "leaderboard.json", replace=True)
     tracking.log_table(trials, "trials.json", replace=True)
     tracking.log_figure(fig, "learning_curves.png")

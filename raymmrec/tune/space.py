@@ -71,15 +71,21 @@ def split_params(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return model, trainer
 
 
-def tune_space(space: Space, algorithm: Algorithm) -> dict[str, Any]:
-    """Ray Tune domains: `grid` is an exhaustive grid_search under the grid algorithm and a choice otherwise."""
+def tune_space(space: Space, algorithm: Algorithm, seed: int = 0) -> dict[str, Any]:
+    """Ray Tune domains: `grid` is an exhaustive grid_search under the grid algorithm and a choice otherwise.
+
+    Grid values are enumerated in a seeded random order: ASHA cannot stop the first trials to reach a rung,
+    and a grid written from one extreme to the other (MMRec's reg_weight lists) would hand them the corner.
+    """
+    import random
+
     from ray import tune
 
     out: dict[str, Any] = {}
-    for key, kind_values in space.items():
+    for i, (key, kind_values) in enumerate(space.items()):
         kind, values = next(iter(kind_values.items()))
         if kind == "grid" and algorithm == "grid":
-            out[key] = tune.grid_search(list(values))
+            out[key] = tune.grid_search(random.Random(seed * 1000 + i).sample(list(values), len(values)))
         elif kind in ("grid", "choice"):
             out[key] = tune.choice(list(values))
         elif kind == "uniform":
