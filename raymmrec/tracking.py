@@ -188,8 +188,11 @@ def log_dict(data: Any, artifact_file: str) -> None:
         mlflow.log_dict(data, artifact_file)
 
 
-def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
-    """Log a list of row dicts as an MLflow table artifact (JSON)."""
+def log_table(rows: list[Mapping[str, Any]], artifact_file: str, replace: bool = False) -> None:
+    """Log a list of row dicts as an MLflow table artifact (JSON).
+
+    MLflow appends to a table the run already holds; `replace` overwrites it instead (a resumed run).
+    """
     import mlflow
 
     if mlflow.active_run() is None or not rows:
@@ -198,7 +201,20 @@ def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
     for r in rows:
         for k in columns:
             columns[k].append(r.get(k))
+    if replace and _artifact_exists(artifact_file):
+        # The same "split" layout mlflow.log_table writes.
+        mlflow.log_dict({"columns": list(columns), "data": [list(row) for row in zip(*columns.values())]},
+                        artifact_file)
+        return
     mlflow.log_table(data=columns, artifact_file=artifact_file)
+
+
+def _artifact_exists(artifact_file: str) -> bool:
+    import mlflow
+
+    folder = artifact_file.rsplit("/", 1)[0] if "/" in artifact_file else None
+    listed = mlflow.MlflowClient().list_artifacts(mlflow.active_run().info.run_id, folder)
+    return any(a.path == artifact_file for a in listed)
 
 
 def log_figure(fig: Any, artifact_file: str) -> None:
@@ -235,3 +251,96 @@ def log_text(text: str, artifact_file: str) -> None:
 def scratch_dir() -> tempfile.TemporaryDirectory:
     """A temporary directory for artifacts written before logging."""
     return tempfile.TemporaryDirectory(prefix="raymmrec-")
+
+
+def active_run_id() -> str | None:
+    """The id of the active run, None when there is none (tracking disabled or outside a run)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None
+
+
+def find_run_id(cfg: TrackingConfig, tags: Mapping[str, str]) -> str | None:
+    """The newest run of `cfg`'s experiment carrying all of `tags` (None when none or tracking is off)."""
+    import mlflow
+
+    if not cfg.enabled:
+        return None
+    exp_id = setup(cfg)
+    found = mlflow.MlflowClient().search_runs([exp_id], _tag_filter(tags), max_results=1,
+                                             order_by=["attributes.start_time DESC"])
+    return found[0].info.run_id if found else None
+
+
+def _tag_filter(tags: Mapping[str, str]) -> str:
+    return " and ".join(f"tags.`{k}` = '{_quoted(v)}'" for k, v in tags.items())
+
+
+def _quoted(value: Any) -> str:
+    return str(value).replace("'", "\\'")
+
+
+class RunHandle:
+    """An existing run addressed by id, for code that logs on behalf of many runs at once (a Tune callback
+    on the driver); unlike the functions above it needs no active run."""
+
+    def __init__(self, run_id: str) -> None:
+        import mlflow
+
+        self.run_id = run_id
+        self._client = mlflow.MlflowClient()
+
+    @classmethod
+    def child_of(cls, parent_run_id: str, run_name: str, tags: Mapping[str, Any]) -> tuple["RunHandle", bool]:
+        """(run, created): the child of `parent_run_id` with these tags, reopened when it exists (a resumed search)."""
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        parent = client.get_run(parent_run_id)
+        str_tags = {k: str(v) for k, v in tags.items()}
+        found = client.search_runs([parent.info.experiment_id],
+                                   _tag_filter({"mlflow.parentRunId": parent_run_id, **str_tags}), max_results=1)
+        if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return cls(found[0].info.run_id), False
+        run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                                tags={"mlflow.parentRunId": parent_run_id, **str_tags})
+        return cls(run.info.run_id), True
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Flat params, trimmed to MLflow's limits."""
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_str(v)) for k, v in flatten(dict(params)).items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            self._client.log_batch(self.run_id, params=items[i:i + _PARAM_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Numeric metrics in one batch ('@' → '_at_'; non-numbers skipped)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items() if _is_number(v)]
+        if batch:
+            self._client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (values as strings)."""
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or a directory's files."""
+        p = Path(path)
+        if p.is_dir():
+            self._client.log_artifacts(self.run_id, str(p), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(p), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run as FINISHED, FAILED or KILLED."""
+        self._client.set_terminated(self.run_id, status=status)

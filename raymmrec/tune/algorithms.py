@@ -1,0 +1,77 @@
+"""The search algorithm and trial scheduler of a model's search, built from SearchConfig."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from raymmrec.errors import ConfigError
+from raymmrec.tune.space import Algorithm
+
+# Package each optional search algorithm needs, and Ray's class for it.
+_OPTIONAL = {"optuna": ("optuna", "ray.tune.search.optuna", "OptunaSearch"),
+             "hyperopt": ("hyperopt", "ray.tune.search.hyperopt", "HyperOptSearch")}
+
+
+@dataclass
+class SearchConfig:
+    """How each model's hyper-parameters are searched and its trials scheduled (Ray Tune)."""
+
+    algorithm: Algorithm = "grid"          # grid: every `grid` value crossed; random / optuna / hyperopt: sampled
+    num_samples: int = 1                   # grid: repeats of the grid; otherwise: trials per model
+    scheduler: Literal["asha", "fifo"] = "asha"   # fifo: every trial runs to its end (the exhaustive baseline)
+    grace_period: int = 2                  # ASHA: epochs every trial gets before its first rung
+    reduction_factor: float = 3.0          # ASHA: 1/rf of a rung's trials go on to the next
+    cpus_per_trial: float = 0.5
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int = 0         # 0: as many as the resources allow
+    seed: int = 0                          # sampling seed of the search algorithm
+    report_every_s: float = 20.0           # how often the live progress table is printed
+
+
+def check_search_config(cfg: SearchConfig, max_epochs: int) -> None:
+    """One-line errors for values Ray would reject late or silently misuse."""
+    if cfg.num_samples < 1:
+        raise ConfigError(f"search.num_samples must be at least 1, got {cfg.num_samples}")
+    if cfg.scheduler == "asha":
+        if not 1 <= cfg.grace_period <= max_epochs:
+            raise ConfigError(f"search.grace_period must be within 1..trainer.epochs ({max_epochs}), got {cfg.grace_period}")
+        if cfg.reduction_factor <= 1:
+            raise ConfigError(f"search.reduction_factor must be above 1, got {cfg.reduction_factor}")
+    if cfg.cpus_per_trial <= 0 or cfg.gpus_per_trial < 0:
+        raise ConfigError(f"search.cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
+                          f"{cfg.cpus_per_trial} / {cfg.gpus_per_trial}")
+    if cfg.algorithm in _OPTIONAL:
+        package = _OPTIONAL[cfg.algorithm][0]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"search.algorithm '{cfg.algorithm}' needs the '{package}' package, which is not "
+                              f"installed (pip install {package}); or use algorithm=random / grid")
+
+
+def make_search_alg(cfg: SearchConfig, metric: str) -> Any:
+    """Ray's search algorithm for `cfg.algorithm` (optional packages imported only when asked for), limited to
+    `cfg.max_concurrent_trials` running trials when that is set."""
+    if cfg.algorithm in _OPTIONAL:
+        _, module, cls = _OPTIONAL[cfg.algorithm]
+        searcher_cls = getattr(importlib.import_module(module), cls)
+        seed_arg = "seed" if cfg.algorithm == "optuna" else "random_state_seed"
+        searcher = searcher_cls(metric=metric, mode="max", **{seed_arg: cfg.seed})
+        if cfg.max_concurrent_trials > 0:
+            from ray.tune.search import ConcurrencyLimiter
+
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=cfg.max_concurrent_trials)
+        return searcher
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Tune ignores TuneConfig.max_concurrent_trials for this generator; it takes its own limit.
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
+
+
+def make_scheduler(cfg: SearchConfig, max_epochs: int) -> Any:
+    """ASHA on the trainer's epoch counter (not Tune's report count, which a resumed trial may repeat)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=cfg.grace_period,
+                         reduction_factor=cfg.reduction_factor, brackets=1)
