@@ -61,8 +61,11 @@ def setup(cfg: TrackingConfig) -> str:
 
 @contextlib.contextmanager
 def job_run(cfg: TrackingConfig, run_name: str, params: Mapping[str, Any] | None = None,
-            tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """A run for one job: nested under an active run (pipeline parent) when there is one."""
+            tags: Mapping[str, str] | None = None, resume_run_id: str | None = None) -> Iterator[Any]:
+    """A run for one job: nested under an active run (pipeline parent) when there is one.
+
+    `resume_run_id` continues that run (a resumed job) when the store still holds it.
+    """
     import mlflow
 
     if not cfg.enabled:
@@ -75,10 +78,24 @@ def job_run(cfg: TrackingConfig, run_name: str, params: Mapping[str, Any] | None
     run_tags = dict(tags or {})
     if parent and not nested:
         run_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=run_tags) as run:
+    if resume_run_id and not _run_exists(resume_run_id):
+        resume_run_id = None
+    start = {"run_id": resume_run_id} if resume_run_id else {"run_name": run_name, "tags": run_tags}
+    with mlflow.start_run(nested=nested, **start) as run:
         if params:
             log_params(params)
         yield run
+
+
+def _run_exists(run_id: str) -> bool:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def log_params(params: Mapping[str, Any]) -> None:
@@ -153,6 +170,14 @@ def _is_number(v: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return not isinstance(v, bool)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Tag the active run (e.g. a stop reason known only at the end)."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def log_dict(data: Any, artifact_file: str) -> None:

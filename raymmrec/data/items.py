@@ -36,18 +36,18 @@ def _is_remote(ref: str) -> bool:
     return "://" in ref and not ref.startswith("file://")
 
 
-def _local_image(ref: str | None, data: bytes | None, root: Path) -> tuple[bytes | None, bool]:
-    """(encoded image, whether it can be checked here): inline bytes, else a readable local file; URLs are not."""
+def _local_image(ref: str | None, data: bytes | None, root: Path) -> tuple[bytes | None, bool, bool]:
+    """(encoded image, checkable here, file missing): inline bytes, else a local file; URLs are not checked."""
     if data:
-        return data, True
+        return data, True, False
     if not ref or _is_remote(ref):
-        return None, False
+        return None, False, False
     path = Path(ref.removeprefix("file://"))
     path = path if path.is_absolute() else root / path
     try:
-        return path.read_bytes(), True
+        return path.read_bytes(), True, False
     except OSError:
-        return b"", True          # a local image that cannot be read counts as not decoding
+        return None, True, True
 
 
 def local_image_paths(asins: list[str], folder: str | Path) -> list[str | None]:
@@ -73,10 +73,11 @@ def write_items(root: str | Path, chunks: Iterable[pa.Table], raw_features: bool
             blobs = (chunk.column("image_bytes").to_pylist() if "image_bytes" in chunk.column_names
                      else [None] * chunk.num_rows)
             loaded = [_local_image(r, b, root) for r, b in zip(refs, blobs)]
-            checked = np.array([c for _, c in loaded], dtype=bool)
-            feats, ok = content_features.image_features(d if c else None for d, c in loaded)
+            checked = np.array([c for _, c, _ in loaded], dtype=bool)
+            missing = np.array([m for _, _, m in loaded], dtype=bool)
+            feats, ok = content_features.image_features(d for d, _, _ in loaded)
             for offset in np.flatnonzero(checked & ~ok):
-                report.faults.add("undecodable", report.items + int(offset))
+                report.faults.add("missing_file" if missing[offset] else "undecodable", report.items + int(offset))
             flags = pa.array([bool(o) if c else None for o, c in zip(ok, checked)], pa.bool_())
             chunk = chunk.drop_columns([c for c in ("image_ok",) if c in chunk.column_names])
             writer.write(chunk.append_column("image_ok", flags))

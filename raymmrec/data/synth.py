@@ -197,7 +197,7 @@ def _item_chunks(cfg: SynthConfig, lat: Latents, items: np.ndarray, asins: pa.Ar
 
 
 def generate_dataset(cfg: SynthConfig, out_dir: str | Path, kcore: int = 5, split: SplitMethod = "random",
-                     progress: bool = False) -> DatasetDir:
+                     split_seed: int | None = None, progress: bool = False) -> DatasetDir:
     """Generate the dataset dir at `out_dir`: Parquet tables, stats.json, features/raw and synth_truth.npz."""
     t0 = time.perf_counter()
     counts = cfg.counts()
@@ -210,7 +210,8 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | Path, kcore: int = 5, spli
     lat = Latents(cluster, style, latent, pop, release, price, uclusters, uweights, ustyles)
     user, item, ts = _draw_interactions(rng, cfg, counts, lat, cluster_share)
     source = f"synth:{cfg.size}"
-    processed = process_interactions(_raw_table(user, item, ts), kcore, split, cfg.seed, source)
+    split_seed = cfg.seed if split_seed is None else split_seed
+    processed = process_interactions(_raw_table(user, item, ts), kcore, split, split_seed, source)
     items = _raw_index(processed.item_ids)
     users = _raw_index(processed.user_ids)
 
@@ -224,7 +225,7 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | Path, kcore: int = 5, spli
         item_popularity=pop[items], user_clusters=uclusters[users], user_weights=uweights[users],
         user_styles=ustyles[users])
     write_stats(root, processed, source, skipped={}, extra={
-        "kcore": kcore, "split_method": split, "seed": cfg.seed, "image_undecodable": report.undecodable,
+        "kcore": kcore, "split_method": split, "seed": split_seed, "image_undecodable": report.undecodable,
         "synth": {**asdict(cfg), **{f"generated_{k}": v for k, v in counts.items()}},
         "seconds": round(time.perf_counter() - t0, 2),
     })

@@ -1,0 +1,1 @@
+"""Stage 4: interaction data, backbones, one trainer and full-ranking evaluation."""

@@ -1,0 +1,267 @@
+"""The one trainer of every backbone: BPR batches, MMRec's epoch order, early stopping, checkpoints, reports."""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from raymmrec.config import config_hash, to_dict
+from raymmrec.errors import ConfigError
+from raymmrec.recsys.checkpoint import BEST, load_checkpoint, resumable_state, save_checkpoint
+from raymmrec.recsys.interaction_data import InteractionData
+from raymmrec.recsys.metrics import evaluate_splits
+from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.registry import get_model
+from raymmrec.recsys.sampling import BPRSampler
+
+EVAL_SPLITS = ("valid", "test")
+ReportFn = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class TrainerConfig:
+    """How every backbone is trained and evaluated (MMRec's defaults, ALGORITHMS.md §1.4–1.7)."""
+
+    epochs: int = 1000
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_scheduler: list[float] = field(default_factory=lambda: [1.0, 50.0])   # lr · s0^(epoch / s1)
+    eval_every: int = 1
+    patience: int = 20                    # stop when non-improving evaluations exceed this
+    valid_metric: str = "recall@20"
+    topk: list[int] = field(default_factory=lambda: [10, 20, 50])
+    eval_batch_size: int = 4096
+    seed: int = 999
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0                  # torch intra-op threads; 0 keeps the process default
+    checkpoint_every: int = 1             # write last.pt every N epochs (0: only at best epochs and the end)
+
+
+@dataclass
+class TrainResult:
+    """What a training run ends with; `model` holds the best-validation weights."""
+
+    model_name: str
+    model_config: dict[str, Any]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_valid: dict[str, float]
+    test_at_best: dict[str, float]
+    stop_reason: str                      # early_stopped | finished | nan_loss | stopped_by_report
+    epochs_run: int
+    seconds: float
+    checkpoint_dir: str | None = None
+    best_checkpoint: str | None = None
+    model: Recommender | None = field(default=None, repr=False, compare=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The result without history and model (for logs and Tune)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("history", "model")}
+
+
+class EarlyStopping:
+    """MMRec's rule: an update needs a strictly greater value (initial best −1); stop when the
+    count of consecutive non-improving evaluations exceeds `patience`."""
+
+    def __init__(self, patience: int, best: float = -1.0, bad: int = 0) -> None:
+        self.patience, self.best, self.bad = patience, best, bad
+
+    def update(self, value: float) -> tuple[bool, bool]:
+        """Feed one validation value; returns (improved, should_stop)."""
+        if value > self.best:
+            self.best, self.bad = value, 0
+            return True, False
+        self.bad += 1
+        return False, self.bad > self.patience
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Re-seed python, numpy and torch (MMRec re-seeds before every run)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig, data: InteractionData) -> str:
+    """Identity of a run for resuming: model, both configs and the data's shape."""
+    ident = {"model": model_name, "model_config": to_dict(model_cfg), "trainer": to_dict(trainer_cfg),
+             "data": [data.name, data.n_users, data.n_items, data.n_train, data.feature_set]}
+    # These do not change what an epoch computes; `epochs` may grow to extend a finished run.
+    for k in ("device", "num_threads", "checkpoint_every", "epochs", "eval_batch_size"):
+        ident["trainer"].pop(k)
+    return config_hash(ident)
+
+
+def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
+                data: InteractionData | Any, report: ReportFn | None = None,
+                checkpoint_dir: str | Path | None = None, resume: bool = True) -> TrainResult:
+    """Train registered model `model_name` on `data` (InteractionData or its Ray ObjectRef).
+
+    After every epoch `report(record)` gets a flat dict: epoch, train_loss, lr, train/eval/seconds,
+    `valid/<metric>` and `test/<metric>` (incl. `cold_` ones) when evaluated, best_epoch, best_valid,
+    `best/valid/...`, `best/test/...`, improved, should_stop, stop_reason, checkpoint_dir. A report that
+    returns True stops training ("stopped_by_report"). With `checkpoint_dir`, last.pt is written every
+    epoch and best.pt at each new best; `resume` continues from last.pt of the same config.
+    """
+    _check_trainer_config(trainer_cfg)
+    threads = torch.get_num_threads()
+    if trainer_cfg.num_threads > 0:
+        torch.set_num_threads(trainer_cfg.num_threads)
+    try:
+        return _train(model_name, model_cfg, trainer_cfg, InteractionData.resolve(data), report, checkpoint_dir, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
+           data: InteractionData, report: ReportFn | None, checkpoint_dir: str | Path | None,
+           resume: bool) -> TrainResult:
+    spec = get_model(model_name)
+    cfg = spec.make_config(model_cfg)
+    device = resolve_device(trainer_cfg.device)
+    seed_everything(trainer_cfg.seed)
+    model = spec.build(cfg, data).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=trainer_cfg.lr, weight_decay=trainer_cfg.weight_decay)
+    s0, s1 = trainer_cfg.lr_scheduler
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: s0 ** (e / s1))
+    sampler = BPRSampler(data, trainer_cfg.batch_size, trainer_cfg.seed, model.uses_negatives, device)
+    stopper = EarlyStopping(trainer_cfg.patience)
+    st: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_valid": {}, "test_at_best": {}, "history": [],
+                          "stop_reason": None, "seconds": 0.0}
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    h = run_hash(spec.name, cfg, trainer_cfg, data)
+    if ckpt_dir and resume:
+        saved = resumable_state(ckpt_dir, h, device)
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            sampler.load_state_dict(saved["sampler"])
+            torch.set_rng_state(saved["torch_rng"])
+            st = saved["trainer"]
+            if st["stop_reason"] == "finished" and st["epoch"] < trainer_cfg.epochs:
+                st["stop_reason"] = None
+            stopper = EarlyStopping(trainer_cfg.patience, saved["early_stopping"]["best"],
+                                    saved["early_stopping"]["bad"])
+    best_state = None
+
+    def checkpoint(best: bool) -> None:
+        save_checkpoint({"model_name": spec.name, "model_config": to_dict(cfg), "trainer_config": to_dict(trainer_cfg),
+                         "config_hash": h, "epoch": st["epoch"], "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                         "early_stopping": {"best": stopper.best, "bad": stopper.bad}, "trainer": st},
+                        ckpt_dir, best)
+
+    while st["stop_reason"] is None and st["epoch"] < trainer_cfg.epochs:
+        epoch = st["epoch"] + 1
+        t0 = time.perf_counter()
+        model.train()
+        model.pre_epoch(epoch)
+        total, n_batches = 0.0, 0
+        nan = False
+        for batch in sampler.epoch():
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.loss(batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                nan = True
+                break
+            loss.backward()
+            optimizer.step()
+            total += value
+            n_batches += 1
+        scheduler.step()
+        t1 = time.perf_counter()
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n_batches, 1) if not nan else float("nan"),
+                                  "lr": optimizer.param_groups[0]["lr"], "train_seconds": t1 - t0}
+        improved = False
+        if nan:
+            st["stop_reason"] = "nan_loss"
+        elif epoch % trainer_cfg.eval_every == 0 or epoch == trainer_cfg.epochs:
+            model.eval()
+            metrics = evaluate_splits(model.full_scores, data, EVAL_SPLITS, trainer_cfg.topk,
+                                      trainer_cfg.eval_batch_size, device)
+            record.update(_prefixed("valid", metrics["valid"]))
+            record.update(_prefixed("test", metrics["test"]))
+            improved, stop = stopper.update(metrics["valid"][trainer_cfg.valid_metric])
+            if improved:
+                st.update(best_epoch=epoch, best_valid=metrics["valid"], test_at_best=metrics["test"])
+                if ckpt_dir is None:
+                    best_state = copy.deepcopy(model.state_dict())
+            if stop:
+                st["stop_reason"] = "early_stopped"
+        record["eval_seconds"] = time.perf_counter() - t1
+        if st["stop_reason"] is None and epoch >= trainer_cfg.epochs:
+            st["stop_reason"] = "finished"
+        record.update(best_epoch=st["best_epoch"], best_valid=stopper.best, improved=improved)
+        record.update(_prefixed("best/valid", st["best_valid"]))
+        record.update(_prefixed("best/test", st["test_at_best"]))
+        record["seconds"] = time.perf_counter() - t0
+        st["epoch"] = epoch
+        st["seconds"] += record["seconds"]
+        st["history"].append(record)
+        record.update(should_stop=st["stop_reason"] is not None, stop_reason=st["stop_reason"],
+                      checkpoint_dir=str(ckpt_dir) if ckpt_dir else None)
+        if ckpt_dir is not None:
+            every = trainer_cfg.checkpoint_every
+            if improved or st["stop_reason"] or (every > 0 and epoch % every == 0):
+                checkpoint(improved)
+        if report is not None and report(dict(record)) is True and st["stop_reason"] is None:
+            st["stop_reason"] = "stopped_by_report"
+            if ckpt_dir is not None:
+                checkpoint(False)
+
+    if st["stop_reason"] is None:   # resumed a run that had already run all its epochs
+        st["stop_reason"] = "finished"
+    best_path = ckpt_dir / BEST if ckpt_dir is not None and (ckpt_dir / BEST).is_file() else None
+    if best_path is not None:
+        model.load_state_dict(load_checkpoint(best_path, device)["model"])
+    elif best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model_name=spec.name, model_config=to_dict(cfg), history=st["history"],
+                       best_epoch=st["best_epoch"], best_valid=st["best_valid"], test_at_best=st["test_at_best"],
+                       stop_reason=st["stop_reason"], epochs_run=st["epoch"], seconds=st["seconds"],
+                       checkpoint_dir=str(ckpt_dir) if ckpt_dir else None,
+                       best_checkpoint=str(best_path) if best_path else None, model=model)
+
+
+def _check_trainer_config(cfg: TrainerConfig) -> None:
+    known = {f"{m}@{k}" for k in cfg.topk for m in ("recall", "ndcg")}
+    if cfg.valid_metric not in known:
+        raise ConfigError(f"trainer.valid_metric '{cfg.valid_metric}' is not computed (known: {', '.join(sorted(known))})")
+    if len(cfg.lr_scheduler) != 2:
+        raise ConfigError(f"trainer.lr_scheduler: expected [factor, step], got {cfg.lr_scheduler}")
+    for key in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"trainer.{key} must be at least 1, got {getattr(cfg, key)}")
+
+
+def load_trained_model(checkpoint: str | Path, data: InteractionData | Any,
+                       device: str = "cpu") -> Recommender:
+    """Rebuild the model saved in a training checkpoint (best.pt / last.pt) on `data`, in eval mode."""
+    state = load_checkpoint(checkpoint, resolve_device(device))
+    data = InteractionData.resolve(data)
+    model = get_model(state["model_name"]).build(state["model_config"], data).to(resolve_device(device))
+    model.load_state_dict(state["model"])
+    return model.eval()

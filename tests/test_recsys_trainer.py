@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from raymmrec.errors import ConfigError
+from raymmrec.recsys.models.bpr import BPR
+from raymmrec.recsys.trainer import EarlyStopping, TrainerConfig, load_trained_model, train_model
+from raymmrec.recsys.metrics import full_ranking_metrics
+from recsys_planted import FAST_TRAINER, tiny_data
+
+
+def test_early_stopping_rule_is_mmrecs():
+    stop = EarlyStopping(patience=2)
+    # strictly greater improves; ties do not; stop once the non-improving count exceeds patience
+    assert stop.update(0.0) == (True, False)          # initial best is −1
+    assert stop.update(0.5) == (True, False)
+    assert stop.update(0.5) == (False, False)
+    assert stop.update(0.4) == (False, False)
+    assert stop.update(0.5) == (False, True)           # third non-improving evaluation > patience 2
+    again = EarlyStopping(patience=0)
+    assert again.update(0.1) == (True, False) and again.update(0.1) == (False, True)
+
+
+def test_flat_validation_stops_after_patience_plus_one_evaluations():
+    cfg = TrainerConfig(epochs=50, patience=3, **{**FAST_TRAINER, "lr": 0.0})
+    result = train_model("bpr", {}, cfg, tiny_data())
+    assert result.stop_reason == "early_stopped"
+    assert result.best_epoch == 1 and result.epochs_run == 1 + 3 + 1
+    assert result.history[-1]["should_stop"] and result.history[-1]["stop_reason"] == "early_stopped"
+
+
+def test_eval_every_and_test_metrics_at_the_best_epoch():
+    records = []
+    result = train_model("lightgcn", {}, TrainerConfig(epochs=6, eval_every=2, patience=50, **FAST_TRAINER),
+                         tiny_data(), report=records.append)
+    assert [("valid/recall@20" in r) for r in records] == [False, True, False, True, False, True]
+    best = next(r for r in records if r["epoch"] == result.best_epoch)
+    assert result.test_at_best["recall@20"] == best["test/recall@20"]
+    assert records[-1]["best/test/recall@20"] == best["test/recall@20"]
+    assert result.stop_reason == "finished" and records[-1]["should_stop"]
+    # The returned model holds the best epoch's weights.
+    again = full_ranking_metrics(result.model.full_scores, tiny_data(), "test")
+    assert again["recall@20"] == pytest.approx(result.test_at_best["recall@20"])
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    cfg = TrainerConfig(epochs=30, patience=2, **FAST_TRAINER)
+    data = tiny_data()
+    full = train_model("bpr", {}, cfg, data, checkpoint_dir=tmp_path / "a")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(record):
+        if record["epoch"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model("bpr", {}, cfg, data, report=kill_at_3, checkpoint_dir=tmp_path / "b")
+    seen = []
+    resumed = train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b")
+    assert seen[0]["epoch"] == 4
+    assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
+    assert resumed.stop_reason == full.stop_reason == "early_stopped"
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history])
+    assert resumed.test_at_best == pytest.approx(full.test_at_best)
+    # A finished run resumes to its result without training again.
+    assert train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b").epochs_run == full.epochs_run
+    assert len(seen) == full.epochs_run - 3
+    model = load_trained_model(resumed.best_checkpoint, data)
+    assert full_ranking_metrics(model.full_scores, data, "test")["recall@20"] == pytest.approx(full.test_at_best["recall@20"])
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    data = tiny_data()
+    train_model("bpr", {}, TrainerConfig(epochs=1, **FAST_TRAINER), data, checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="holds a run of another config"):
+        train_model("bpr", {"reg_weight": 0.5}, TrainerConfig(epochs=1, **FAST_TRAINER), data, checkpoint_dir=tmp_path)
+
+
+def test_nan_loss_stops_with_its_reason(monkeypatch):
+    calls = {"n": 0}
+    original = BPR.loss
+
+    def loss(self, batch):
+        calls["n"] += 1
+        value = original(self, batch)
+        return value * float("nan") if calls["n"] > 25 else value
+
+    monkeypatch.setattr(BPR, "loss", loss)
+    result = train_model("bpr", {}, TrainerConfig(epochs=10, **FAST_TRAINER), tiny_data())
+    assert result.stop_reason == "nan_loss" and result.epochs_run == 3
+    assert result.best_epoch == 2
+
+
+def test_report_returning_true_stops_training():
+    result = train_model("bpr", {}, TrainerConfig(epochs=10, **FAST_TRAINER), tiny_data(),
+                         report=lambda r: r["epoch"] >= 2)
+    assert result.stop_reason == "stopped_by_report" and result.epochs_run == 2
+
+
+def test_trainer_config_errors():
+    with pytest.raises(ConfigError, match="valid_metric 'recall@5' is not computed"):
+        train_model("bpr", {}, TrainerConfig(valid_metric="recall@5"), tiny_data())
+    with pytest.raises(ConfigError, match="unknown model 'lightgnc'"):
+        train_model("lightgnc", {}, TrainerConfig(), tiny_data())
+
+
+def test_training_from_an_object_ref(ray_local):
+    ref = tiny_data().put()
+    result = train_model("lightgcn", {}, TrainerConfig(epochs=1, **FAST_TRAINER), ref)
+    assert result.epochs_run == 1 and torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
