@@ -66,11 +66,11 @@ def job_run(cfg: TrackingConfig, run_name: str, params: Mapping[str, Any] | None
 
     `resume_run_id` continues that run (a resumed job) when the store still holds it.
     """
-    import mlflow
-
     if not cfg.enabled:
         yield None
         return
+    import mlflow
+
     if mlflow.active_run() is None:
         setup(cfg)
     parent = os.environ.get("RAYMMREC_PARENT_RUN_ID")

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymmrec.data.prepare import PrepareConfig, prepare
-from raymmrec.data.schema import DatasetDir
 from raymmrec.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raymmrec.data.faults import RowFaults
-from raymmrec.data.jsonlines import CHUNK_LINES, LINE, check_file, iter_line_chunks, iter_records, parse_record, read_columns
-from raymmrec.data.schema import RAW_INTERACTIONS_SCHEMA
+from raymmrec.data.jsonlines import CHUNK_LINES, LINE, check_file, iter_records, read_columns
 from raymmrec.errors import DataError
 
 AmazonFormat = Literal["amazon2018", "amazon2023"]
@@ -39,7 +38,7 @@ _PRICE = re.compile(r"\d+(?:[.,]\d+)*")
 
 def read_reviews(path: str | Path, fmt: AmazonFormat,
                  chunk_lines: int = CHUNK_LINES) -> tuple[pa.Table, RowFaults]:
-    """Stream the review file into raw interactions (RAW_INTERACTIONS_SCHEMA), keeping only four fields."""
+    """Stream the review file into raw interactions (RAW_INTERACTIONS_SCHEMA fields, ids dictionary-encoded)."""
     path = check_file(path, "reviews")
     fields = REVIEW_FIELDS[fmt]
     faults = RowFaults("reviews", str(path))
@@ -54,15 +53,19 @@ def read_reviews(path: str | Path, fmt: AmazonFormat,
         chunk = chunk.filter(complete)
         seconds = pc.divide(chunk.column(fields.time), fields.time_per_second) if fields.time_per_second > 1 \
             else chunk.column(fields.time)
+        # Ids are dictionary-encoded per chunk and unified at the end: memory holds each distinct id
+        # once plus 4 bytes per row, however long the review lines were.
         parts.append(pa.table({
-            "user_id": chunk.column(fields.user), "item_id": chunk.column(fields.item),
+            "user_id": pc.dictionary_encode(chunk.column(fields.user)),
+            "item_id": pc.dictionary_encode(chunk.column(fields.item)),
             "rating": pc.cast(chunk.column(fields.rating), pa.float32()),
             "timestamp": pc.cast(seconds, pa.int64()),
-        }, schema=RAW_INTERACTIONS_SCHEMA))
-    table = pa.concat_tables(parts) if parts else RAW_INTERACTIONS_SCHEMA.empty_table()
-    if table.num_rows == 0:
+        }))
+    if not parts or sum(p.num_rows for p in parts) == 0:
         raise DataError(_explain_no_reviews(path, fmt, faults))
-    return table, faults
+    table = pa.concat_tables(parts).unify_dictionaries()
+    del parts
+    return table.combine_chunks(), faults
 
 
 def _explain_no_reviews(path: Path, fmt: str, faults: RowFaults) -> str:
@@ -89,26 +92,21 @@ def read_meta(path: str | Path, fmt: AmazonFormat, asins: pa.Array,
     key_re = re.compile(rb"(?<![A-Za-z_])['\"]" + key.encode() + rb"['\"]\s*:\s*['\"]([^'\"]+)['\"]")
     rows: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
     seen: set[str] = set()
-    for start, lines in iter_line_chunks(path, chunk_lines):
-        for offset, line in enumerate(lines):
-            match = key_re.search(line)
-            if match is not None and match.group(1).decode("utf-8", "replace") not in wanted:
-                continue
-            if not line.strip():
-                continue
-            record = parse_record(line)
-            if record is None:
-                faults.add("malformed", start + offset)
-                continue
-            asin = record.get(key)
-            if not isinstance(asin, str):
-                faults.add(f"missing_{key}", start + offset)
-                continue
-            if asin not in wanted or asin in seen:
-                continue
-            seen.add(asin)
-            for column, value in zip(META_COLUMNS, _meta_fields(record, fmt, asin)):
-                rows[column].append(value)
+
+    def unwanted(line: bytes) -> bool:
+        match = key_re.search(line)
+        return match is not None and match.group(1).decode("utf-8", "replace") not in wanted
+
+    for row, record in iter_records(path, faults, chunk_lines, skip=unwanted):
+        asin = record.get(key)
+        if not isinstance(asin, str):
+            faults.add(f"missing_{key}", row)
+            continue
+        if asin not in wanted or asin in seen:
+            continue
+        seen.add(asin)
+        for column, value in zip(META_COLUMNS, _meta_fields(record, fmt, asin)):
+            rows[column].append(value)
     table = pa.table({
         "asin": pa.array(rows["asin"], pa.string()), "title": pa.array(rows["title"], pa.string()),
         "brand": pa.array(rows["brand"], pa.string()),

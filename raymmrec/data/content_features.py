@@ -30,36 +30,51 @@ def decode_image(data: bytes) -> Image.Image | None:
         return None
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / max(float(np.linalg.norm(x)), 1e-12)
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def image_vector(img: Image.Image) -> np.ndarray:
-    """One image → IMAGE_DIM floats: unit-norm blocks of thumbnail pixels, colour histogram, edge orientations."""
-    thumb = np.asarray(img.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0
-    pixels = np.asarray(img.resize((GRAD_SIZE, GRAD_SIZE), Image.Resampling.BILINEAR), dtype=np.float32)
-    q = np.minimum((pixels / 256.0 * COLOUR_LEVELS).astype(np.int64), COLOUR_LEVELS - 1)
-    bins = (q[..., 0] * COLOUR_LEVELS + q[..., 1]) * COLOUR_LEVELS + q[..., 2]
-    hist = np.bincount(bins.ravel(), minlength=COLOUR_LEVELS ** 3).astype(np.float32)
-    gray = pixels.mean(axis=2)
-    gy, gx = np.gradient(gray)
-    mag = np.hypot(gx, gy).ravel()
+def _row_histograms(bins: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-row histograms of a [n, m] array of bin indices, in one bincount."""
+    n = bins.shape[0]
+    offset = bins + np.arange(n)[:, None] * n_bins
+    w = None if weights is None else weights.ravel()
+    return np.bincount(offset.ravel(), weights=w, minlength=n * n_bins).reshape(n, n_bins).astype(np.float32)
+
+
+def image_vectors(pixels: np.ndarray) -> np.ndarray:
+    """[n, GRAD_SIZE, GRAD_SIZE, 3] uint8 → [n, IMAGE_DIM]: unit-norm blocks of thumbnail, colours, edge orientations."""
+    n = pixels.shape[0]
+    x = pixels.astype(np.float32)
+    cell = GRAD_SIZE // THUMB
+    thumb = x.reshape(n, THUMB, cell, THUMB, cell, 3).mean(axis=(2, 4)).reshape(n, -1) / 255.0
+    q = np.minimum((x / 256.0 * COLOUR_LEVELS).astype(np.int64), COLOUR_LEVELS - 1)
+    colour = ((q[..., 0] * COLOUR_LEVELS + q[..., 1]) * COLOUR_LEVELS + q[..., 2]).reshape(n, -1)
+    hist = _row_histograms(colour, COLOUR_LEVELS ** 3)
+    gy, gx = np.gradient(x.mean(axis=3), axis=(1, 2))
+    mag = np.hypot(gx, gy).reshape(n, -1)
     # Orientation modulo pi: a stripe's two edges vote for the same bin.
-    angle = np.mod(np.arctan2(gy, gx).ravel(), np.pi)
+    angle = np.mod(np.arctan2(gy, gx), np.pi).reshape(n, -1)
     obin = np.minimum((angle / np.pi * GRAD_BINS).astype(np.int64), GRAD_BINS - 1)
-    grad = np.bincount(obin, weights=mag, minlength=GRAD_BINS).astype(np.float32)
-    return np.concatenate([_unit(thumb), _unit(hist), _unit(grad)]).astype(np.float32)
+    grad = _row_histograms(obin, GRAD_BINS, mag)
+    return np.concatenate([_unit_rows(thumb), _unit_rows(hist), _unit_rows(grad)], axis=1).astype(np.float32)
 
 
 def image_features(images: Iterable[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
     """Encoded images → (features [n, IMAGE_DIM], decoded flags); rows that do not decode are zeros."""
-    rows, ok = [], []
+    pixels, ok = [], []
+    blank = np.zeros((GRAD_SIZE, GRAD_SIZE, 3), np.uint8)
     for data in images:
         img = decode_image(data) if data else None
         ok.append(img is not None)
-        rows.append(image_vector(img) if img is not None else np.zeros(IMAGE_DIM, np.float32))
-    feats = np.stack(rows) if rows else np.zeros((0, IMAGE_DIM), np.float32)
-    return feats, np.array(ok, dtype=bool)
+        pixels.append(np.asarray(img.resize((GRAD_SIZE, GRAD_SIZE), Image.Resampling.BILINEAR))
+                      if img is not None else blank)
+    if not pixels:
+        return np.zeros((0, IMAGE_DIM), np.float32), np.zeros(0, bool)
+    ok_arr = np.array(ok, dtype=bool)
+    feats = image_vectors(np.stack(pixels))
+    feats[~ok_arr] = 0.0
+    return feats, ok_arr
 
 
 def fill_missing_with_mean(feats: np.ndarray, ok: np.ndarray) -> np.ndarray:

@@ -24,17 +24,18 @@ class ProcessedInteractions:
     counts: dict[str, int]       # rows at each pipeline step (for stats / MLflow)
 
 
-def encode_first_appearance(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Codes 0..n-1 in order of first appearance (as MMRec's re-indexing), and the distinct values."""
-    encoded = pc.dictionary_encode(values)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.unify_dictionaries().combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+def encode_ids(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of raw ids (plain or already dictionary-encoded) and the distinct values they index."""
+    if not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(values)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.unify_dictionaries().combine_chunks() if values.num_chunks else pa.array([], values.type)
+    return values.indices.to_numpy(zero_copy_only=False), values.dictionary
 
 
 def dedupe_pairs(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
     """Row indices keeping one row per (user, item): the earliest, in the original row order."""
-    key = user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item
+    key = user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item.astype(np.int64)
     order = np.lexsort((timestamp, key))
     first = np.ones(len(order), dtype=bool)
     first[1:] = key[order][1:] != key[order][:-1]
@@ -109,12 +110,15 @@ def split_interactions(user: np.ndarray, timestamp: np.ndarray, method: SplitMet
 
 def process_interactions(raw: pa.Table, kcore: int, split: SplitMethod, seed: int,
                          source: str) -> ProcessedInteractions:
-    """Raw (user_id, item_id, rating, timestamp) rows → deduped, k-cored, re-indexed and split interactions."""
+    """Raw (user_id, item_id, rating, timestamp) rows → deduped, k-cored, re-indexed and split interactions.
+
+    The id columns may be strings or dictionary-encoded strings (the streaming readers encode chunk by chunk).
+    """
     counts = {"raw_rows": raw.num_rows}
     if raw.num_rows == 0:
         raise DataError(f"{source}: no interactions were read")
-    ucode, user_vals = encode_first_appearance(raw.column("user_id"))
-    icode, item_vals = encode_first_appearance(raw.column("item_id"))
+    ucode, user_vals = encode_ids(raw.column("user_id"))
+    icode, item_vals = encode_ids(raw.column("item_id"))
     ts_col = raw.column("timestamp")
     ts = pc.fill_null(ts_col, 0).to_numpy().astype(np.int64)
     rating = pc.fill_null(raw.column("rating"), 1.0).to_numpy().astype(np.float32)

@@ -12,6 +12,7 @@ import pyarrow as pa
 from raymmrec.data import content_features
 from raymmrec.data.faults import RowFaults
 from raymmrec.data.schema import ITEMS_FILE, ITEMS_SCHEMA, RAW_FEATURES, DatasetDir, TableWriter
+from raymmrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,14 @@ def _local_image(ref: str | None, data: bytes | None, root: Path) -> tuple[bytes
 def local_image_paths(asins: list[str], folder: str | Path) -> list[str | None]:
     """Absolute path of `<folder>/<asin>.<ext>` for each asin that has an image file there, else None."""
     folder = Path(folder)
-    by_stem = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES} if folder.is_dir() else {}
+    if not folder.is_dir():
+        raise DataError(f"images folder '{folder}' does not exist")
+    by_stem = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     return [str(by_stem[a].resolve()) if a in by_stem else None for a in asins]
 
 
 def write_items(root: str | Path, chunks: Iterable[pa.Table], raw_features: bool = True,
-                progress: bool = False) -> ItemsReport:
+                progress: bool = False, total_chunks: int | None = None) -> ItemsReport:
     """Write items.parquet from item chunks (rows in item order), flag images, and save features/raw."""
     from tqdm import tqdm
 
@@ -68,7 +71,7 @@ def write_items(root: str | Path, chunks: Iterable[pa.Table], raw_features: bool
     ok_rows: list[np.ndarray] = []
     sentences: list[str] = []
     with TableWriter(root / ITEMS_FILE, ITEMS_SCHEMA) as writer:
-        for chunk in tqdm(chunks, desc="items", unit="chunk", disable=not progress):
+        for chunk in tqdm(chunks, desc="items", unit="chunk", total=total_chunks, disable=not progress):
             refs = chunk.column("image").to_pylist() if "image" in chunk.column_names else [None] * chunk.num_rows
             blobs = (chunk.column("image_bytes").to_pylist() if "image_bytes" in chunk.column_names
                      else [None] * chunk.num_rows)

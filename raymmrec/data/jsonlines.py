@@ -7,7 +7,7 @@ import io
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -65,17 +65,24 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def iter_records(path: Path, faults: RowFaults, chunk_lines: int = CHUNK_LINES) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for every parseable non-blank line; the rest are counted as malformed."""
+def parse_lines(start: int, lines: list[bytes], faults: RowFaults,
+                skip: Callable[[bytes], bool] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for the non-blank lines not skipped; unparseable ones are counted as malformed."""
+    for offset, line in enumerate(lines):
+        if not line.strip() or (skip is not None and skip(line)):
+            continue
+        record = parse_record(line)
+        if record is None:
+            faults.add("malformed", start + offset)
+            continue
+        yield start + offset, record
+
+
+def iter_records(path: Path, faults: RowFaults, chunk_lines: int = CHUNK_LINES,
+                 skip: Callable[[bytes], bool] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for every parseable line of the file that `skip` (a cheap pre-filter) keeps."""
     for start, lines in iter_line_chunks(path, chunk_lines):
-        for offset, line in enumerate(lines):
-            if not line.strip():
-                continue
-            record = parse_record(line)
-            if record is None:
-                faults.add("malformed", start + offset)
-                continue
-            yield start + offset, record
+        yield from parse_lines(start, lines, faults, skip)
 
 
 def _chunk_fast(lines: list[bytes], schema: pa.Schema) -> pa.Table | None:
@@ -94,14 +101,8 @@ def _chunk_fast(lines: list[bytes], schema: pa.Schema) -> pa.Table | None:
 def _chunk_slow(start: int, lines: list[bytes], schema: pa.Schema, faults: RowFaults) -> pa.Table:
     columns: dict[str, list] = {name: [] for name in schema.names}
     rows: list[int] = []
-    for offset, line in enumerate(lines):
-        if not line.strip():
-            continue
-        record = parse_record(line)
-        if record is None:
-            faults.add("malformed", start + offset)
-            continue
-        rows.append(start + offset)
+    for row, record in parse_lines(start, lines, faults):
+        rows.append(row)
         for name in schema.names:
             columns[name].append(record.get(name))
     arrays = {}

@@ -78,14 +78,16 @@ def prepare(cfg: PrepareConfig) -> DatasetDir:
         else:
             ds = _prepare_amazon(cfg, out)
         stats = ds.stats()
-        metrics = {k: v for k, v in flatten(stats).items() if not k.startswith("synth.")}
-        metrics["prepare_seconds"] = time.perf_counter() - t0
-        tracking.log_metrics(metrics)
-        tracking.log_dict(stats, "stats.json")
+        if cfg.tracking.enabled:
+            metrics = {k: v for k, v in flatten(stats).items() if not k.startswith("synth.")}
+            metrics["prepare_seconds"] = time.perf_counter() - t0
+            tracking.log_metrics(metrics)
+            tracking.log_dict(stats, "stats.json")
         if cfg.export_mmrec:
             name = cfg.export_name or ds.root.name
             folder = export_mmrec(ds, cfg.export_mmrec, name, cfg.export_features)
-            tracking.log_params({"export_mmrec.folder": str(folder)})
+            if cfg.tracking.enabled:
+                tracking.log_params({"export_mmrec.folder": str(folder)})
             log.info("exported MMRec folder %s (%s.inter)", folder, name)
     return ds
 
@@ -117,7 +119,10 @@ def _prepare_amazon(cfg: PrepareConfig, out: Path) -> DatasetDir:
         log.warning("no meta file given: items keep only their asin (no title, brand, categories, image)")
     items = _items_table(processed, meta, cfg.images)
     missing_meta = len(processed.item_ids) - (0 if meta is None else meta.num_rows)
-    report = write_items(out, _slices(items), raw_features=True, progress=cfg.progress)
+    if cfg.meta and missing_meta:
+        log.warning("%s: %d of %d items have no metadata line", cfg.meta, missing_meta, len(processed.item_ids))
+    report = write_items(out, _slices(items), raw_features=True, progress=cfg.progress,
+                         total_chunks=-(-items.num_rows // ITEM_CHUNK))
     skipped.update(report.faults.as_dict())
     write_stats(out, processed, f"{cfg.source}:{cfg.reviews}", skipped, extra={
         "kcore": cfg.kcore, "split_method": cfg.split, "seed": cfg.seed,

@@ -41,7 +41,8 @@ USERS_SCHEMA = pa.schema([
     pa.field("user_id", pa.string()),                    # raw user id
 ])
 
-# In-memory contract between the readers and the interaction pipeline (raw ids, before k-core).
+# In-memory contract between the readers and the interaction pipeline (raw ids, before k-core);
+# the id columns may also be dictionary<int32, string> (streaming readers encode chunk by chunk).
 RAW_INTERACTIONS_SCHEMA = pa.schema([
     pa.field("user_id", pa.string(), nullable=False),
     pa.field("item_id", pa.string(), nullable=False),
