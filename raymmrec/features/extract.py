@@ -249,11 +249,11 @@ def write_outputs(arrays: ItemArrays, folder: Path, items_path: Path, method: st
 def extract_features(cfg: FeaturesConfig, out: Callable[[str], None] = print) -> ExtractResult:
     """Extract `features/<name>` of a dataset dir with `cfg.method`, write the manifest, then report its quality."""
     t0 = time.perf_counter()
+    source = encoder_for(cfg)      # config mistakes fail here, before any data is generated or Ray starts
+    plan = text_plan(cfg)
     root = dataset_path(cfg, out)
     ds = schema.DatasetDir.at(root)
     name = cfg.name or cfg.method
-    source = encoder_for(cfg)
-    plan = text_plan(cfg)
     n_items = pq.read_metadata(ds.items).num_rows
     init_ray(cfg.ray)
     params = flatten(to_dict(cfg)) | {"encoder.checkpoint_hash": source.checkpoint_hash}
