@@ -103,7 +103,8 @@ class Beit3Encoder(MultimodalEncoder):
         if cfg.head_dim:
             self.vision_head = nn.Linear(self.width, cfg.head_dim, bias=False)
             self.language_head = nn.Linear(self.width, cfg.head_dim, bias=False)
-            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+            # [1]-shaped, not 0-dim: DeepSpeed cannot broadcast 0-dim parameters
+            self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
             nn.init.trunc_normal_(self.vision_head.weight, std=0.02, a=-0.02, b=0.02)
             nn.init.trunc_normal_(self.language_head.weight, std=0.02, a=-0.02, b=0.02)
         else:

@@ -125,7 +125,9 @@ def _create_open_clip(cfg: ClipConfig, load_weights: bool) -> nn.Module:
     register_model_configs()
     pretrained = cfg.pretrained if load_weights and cfg.pretrained else None
     try:
-        return open_clip.create_model(cfg.model, pretrained=pretrained, load_weights=load_weights)
+        # a [1]-shaped temperature: DeepSpeed cannot broadcast 0-dim parameters (open_clip reshapes on load)
+        return open_clip.create_model(cfg.model, pretrained=pretrained, load_weights=load_weights,
+                                      nonscalar_logit_scale=True)
     except (RuntimeError, FileNotFoundError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"clip.model '{cfg.model}' (pretrained '{cfg.pretrained}'): {msg}") from None

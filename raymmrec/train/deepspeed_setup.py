@@ -131,10 +131,9 @@ def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tenso
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     d = Path(checkpoint_dir)
-    try:
-        return dict(get_fp32_state_dict_from_zero_checkpoint(str(d)))
-    except (ValueError, FileNotFoundError):
-        # ZeRO-0 in fp32 writes the full module and no partitioned optimizer files
-        tag = (d / "latest").read_text().strip()
-        state = torch.load(d / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
-        return {k: v.float() if v.is_floating_point() else v for k, v in state["module"].items()}
+    tag = (d / "latest").read_text().strip()
+    if any((d / tag).glob("*zero_pp_rank_*optim_states.pt")):
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(d), tag=tag))
+    # ZeRO-0 in fp32: the full module sits in the model-states file, with no partitioned optimizer files
+    state = torch.load(d / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state["module"].items()}

@@ -102,7 +102,7 @@ class PretrainModel(nn.Module):
 
             self.itc_loss = ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
             self.logit_scale = None if encoder.logit_scale_param() is not None \
-                else nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+                else nn.Parameter(torch.full((1,), math.log(1 / 0.07)))   # not 0-dim: DeepSpeed broadcasts it
         if self.use_ica:
             pp = encoder.preprocess
             self.patch = pp.patch_size

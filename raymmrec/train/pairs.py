@@ -37,8 +37,10 @@ class PairDataConfig:
     augment: bool = True                # open_clip's training augmentation (random resized crop)
     mask_seed: int | None = None        # fixed: the same masks for the same pair every epoch (tests, repro)
     shuffle_buffer: int = 0             # local shuffle buffer of each worker's iterator (0 = off)
-    # Reads of the source per dataset epoch: Ray Data restarts its pipeline every epoch (seconds), so small sets are
-    # read several times in one execution. 0 = auto: enough to cover the run when the row count is known.
+    preserve_order: bool = False        # deterministic order and worker split (tests comparing runs)
+    # Passes over the source per dataset epoch. Ray Data restarts its pipeline every epoch (seconds), so a small set
+    # is read once, kept in the object store, and streamed `repeat` times (fresh masks and augmentation each pass).
+    # 0 = auto: enough passes to cover the whole run when the set is small and its size known (a dataset dir).
     repeat: int = 0
 
 
@@ -109,7 +111,6 @@ def read_raw_pairs(cfg: PairDataConfig):
     fmt, files = detect_format(cfg.source)
     if cfg.format != "auto" and cfg.format != fmt:
         raise DataError(f"pair source '{cfg.source}' looks like {fmt}, but data.format is {cfg.format}")
-    files = files * max(cfg.repeat, 1)
     fields = list(cfg.text_fields)
     if fmt == "items":
         cols = ["asin", "title", "brand", "categories", "description", "image", "image_bytes"]
@@ -190,15 +191,16 @@ def _amazon_fields(record: dict) -> dict:
 def _wds_to_raw(table, fields: list[str]):
     keys, texts, images = [], [], []
     for sample in table.to_pylist():
+        # a field missing from a sample comes back as None or NaN: only bytes / str values count
         keys.append(str(sample.get("__key__")))
-        image = next((sample[e] for e in _WDS_IMAGE_EXT if sample.get(e)), None)
-        images.append(image)
+        images.append(next((v for e in _WDS_IMAGE_EXT if isinstance(v := sample.get(e), bytes) and v), None))
         text = sample.get("txt")
-        if text is None and sample.get("json"):
-            meta = sample["json"]
+        meta = sample.get("json")
+        if not isinstance(text, (bytes, str)) and isinstance(meta, (bytes, str, dict)):
             meta = json.loads(meta) if isinstance(meta, (bytes, str)) else meta
             text = item_text(_amazon_fields(meta), fields)
-        texts.append(text.decode("utf-8", errors="replace") if isinstance(text, bytes) else (text or ""))
+        texts.append(text.decode("utf-8", errors="replace") if isinstance(text, bytes)
+                     else text if isinstance(text, str) else "")
     return _raw_table(keys, texts, images)
 
 
@@ -291,6 +293,10 @@ def _count_drops(counter: str, drops: dict[str, int]) -> None:
 def pair_dataset(cfg: PairDataConfig, encoder: EncoderConfig, masks: MaskSpec | None, counter: str | None = None):
     """The full streaming pipeline: raw pairs → model-ready columns, in CPU tasks."""
     ds = read_raw_pairs(cfg)
+    if cfg.repeat > 1:
+        # union of a materialised dataset only concatenates block references: no re-read, one execution
+        once = ds.materialize()
+        ds = once.union(*([once] * (cfg.repeat - 1)))
     ds = ds.map_batches(
         encode_pairs, batch_size=cfg.preprocess_batch_size, batch_format="numpy", num_cpus=cfg.preprocess_cpus,
         fn_kwargs={"encoder": encoder, "masks": masks, "augment": cfg.augment, "mask_seed": cfg.mask_seed,

@@ -59,6 +59,7 @@ class PretrainResult:
 
     encoder_dir: Path
     checkpoint: str
+    run_id: str | None
     steps: int
     metrics: dict[str, float]
     history: list[dict[str, float]]
@@ -78,10 +79,13 @@ def default_source(cfg: PretrainConfig) -> str:
     return str(root)
 
 
+AUTO_REPEAT_MAX_ROWS = 20_000   # a set this small is cheap to hold once in the object store
+
+
 def auto_repeat(cfg: PretrainConfig) -> int:
-    """Source reads per dataset epoch so that one Ray Data execution covers the whole run (known sizes only)."""
+    """Passes per dataset epoch so that one Ray Data execution covers the whole run (small, known-size sets only)."""
     rows = source_rows(cfg.data.source)
-    if not rows:
+    if not rows or rows > AUTO_REPEAT_MAX_ROWS:
         return 1
     needed = cfg.max_steps * cfg.deepspeed.grad_accum * cfg.data.batch_size * cfg.num_workers
     return max(1, min(-(-needed // rows) + 1, 1000))
@@ -142,6 +146,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
                                  failure_config=FailureConfig(max_failures=cfg.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
             datasets={"train": dataset},
+            dataset_config=_data_config(cfg.data),
         )
         print(f"pre-training {cfg.encoder} ({cfg.objective}) with {cfg.num_workers} workers, "
               f"ZeRO-{cfg.deepspeed.zero_stage}, {cfg.max_steps} steps; checkpoints in {storage}/{run_name}",
@@ -160,10 +165,18 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
             tracking.log_artifact(encoder_dir / "encoder.pt", "encoder")
         if history:
             tracking.log_table(history, "pretrain_history.json")
-    return PretrainResult(encoder_dir=encoder_dir, checkpoint=str(result.checkpoint.path),
+    return PretrainResult(encoder_dir=encoder_dir, checkpoint=str(result.checkpoint.path), run_id=run_id,
                           steps=int(metrics.get("step", 0)), metrics=metrics, history=history,
                           undecodable_images=int(drops.get("undecodable_images", 0)),
                           missing_images=int(drops.get("missing_images", 0)), seconds=time.perf_counter() - t0)
+
+
+def _data_config(data: PairDataConfig):
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = options.preserve_order or data.preserve_order
+    return DataConfig(execution_options=options)
 
 
 def _final_drops(counter: Any) -> dict[str, int]:

@@ -55,18 +55,20 @@ def _compute_dtype(ds_config: dict) -> torch.dtype:
     return torch.float32
 
 
-def _restore(engine, resume_from: str) -> int:
-    """Load the latest Ray Train checkpoint (auto-restore after a failure / same run name) or `resume_from`."""
+def _restore(engine, resume_from: str) -> tuple[int, int]:
+    """Load the latest Ray Train checkpoint (auto-restore after a failure / same run name) or `resume_from`;
+    returns (epoch, batches of that epoch already consumed)."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None and resume_from:
         ckpt = ray.train.Checkpoint(resume_from)
     if ckpt is None:
-        return 0
+        return 0, 0
     with ckpt.as_directory() as d:
         _, client = engine.load_checkpoint(d)
-    return int((client or {}).get("epoch", 0))
+    client = client or {}
+    return int(client.get("epoch", 0)), int(client.get("batches_in_epoch", 0))
 
 
 def _drop_counts(counter: str | None) -> dict[str, float]:
@@ -80,7 +82,7 @@ def _drop_counts(counter: str | None) -> dict[str, float]:
         return {}
 
 
-def _report(engine, metrics: dict[str, float], step: int, epoch: int, save: bool) -> None:
+def _report(engine, metrics: dict[str, float], step: int, position: tuple[int, int], save: bool) -> None:
     """Report metrics to Ray Train on every rank, with a DeepSpeed checkpoint when `save`."""
     import ray.train
 
@@ -88,7 +90,8 @@ def _report(engine, metrics: dict[str, float], step: int, epoch: int, save: bool
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="raymmrec-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=f"step{step}", client_state={"epoch": epoch})
+        engine.save_checkpoint(tmp, tag=f"step{step}",
+                               client_state={"epoch": position[0], "batches_in_epoch": position[1]})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -117,10 +120,12 @@ def train_worker(args: dict[str, Any]) -> None:
     if teacher is not None:
         teacher.to(engine.device)
     dtype = _compute_dtype(ds_config)
-    epoch = _restore(engine, args.get("resume_from", ""))
+    epoch, skip = _restore(engine, args.get("resume_from", ""))
     step = int(engine.global_steps)
     if rank == 0 and step:
         _say(f"resumed at step {step} (epoch {epoch})")
+        if args.get("run_id"):
+            _log_to_mlflow(tracking, args, {"resumed_at_step": step}, step)
     shard = ray.train.get_dataset_shard("train")
     window = Window()
     while step < cfg.max_steps:
@@ -133,8 +138,12 @@ def train_worker(args: dict[str, Any]) -> None:
                 batch = next(batches)
             except StopIteration:
                 break
-            window.wait += time.perf_counter() - t0
             seen += 1
+            if skip:
+                # resuming mid-epoch: replay the stream up to the checkpoint so no pair is seen twice or lost
+                skip -= 1
+                continue
+            window.wait += time.perf_counter() - t0
             batch = {k: v.to(engine.device, dtype) if v.is_floating_point() else v.to(engine.device)
                      for k, v in batch.items()}
             boundary = engine.is_gradient_accumulation_boundary()
@@ -154,7 +163,7 @@ def train_worker(args: dict[str, Any]) -> None:
                     _print_progress(metrics, cfg.max_steps)
                     if args.get("run_id"):
                         _log_to_mlflow(tracking, args, metrics, step)
-                _report(engine, metrics, step, epoch, save)
+                _report(engine, metrics, step, (epoch, seen), save)
                 window = Window()
         if seen == 0:
             raise DataError(f"worker {rank} got no batch of {cfg.data.batch_size} pairs in epoch {epoch}: "
