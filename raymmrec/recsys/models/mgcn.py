@@ -1,0 +1,112 @@
+"""MGCN (ALGORITHMS.md §2.11): behaviour-purified modality views on frozen kNN-w graphs, attention fuser, InfoNCE.
+
+Generalised from MMRec's fixed (image, text) pair to any number M of modalities: one purifier gate,
+item graph and preference gate per modality, a softmax over M in the fuser, and the side embedding
+averaged over the M specific parts plus the common part (M + 1 terms; MMRec's /3 for M = 2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from raymmrec.recsys.alignment_losses import half_squared_l2, info_nce
+from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
+from raymmrec.recsys.interaction_data import InteractionData
+from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
+from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.registry import register_model
+from raymmrec.recsys.sampling import Batch
+from raymmrec.recsys.sparse_item_graphs import csr_pair, user_item_block
+
+NCE_TEMPERATURE = 0.2   # hard-coded in MMRec's calculate_loss (its `tau = 0.5` is unused)
+
+
+@dataclass
+class MGCNConfig(ModelConfig):
+    """MGCN hyper-parameters; cl_loss weights the side/content InfoNCE terms."""
+
+    n_ui_layers: int = 2
+    n_layers: int = 1               # item-graph propagations
+    knn_k: int = 10
+    reg_weight: float = 1e-4
+    cl_loss: float = 1e-2
+    knn_block_rows: int = 2048
+
+    @classmethod
+    def search_space(cls) -> dict[str, dict[str, list]]:
+        return {"cl_loss": {"grid": [1e-3, 1e-2, 1e-1]}}
+
+
+def gate(d: int) -> nn.Sequential:
+    """σ(W x + b), d → d."""
+    return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
+
+
+@register_model("mgcn")
+class MGCN(Recommender):
+    """ID LightGCN view plus per-modality item–item views of purified ID embeddings, fused by attention."""
+
+    Config = MGCNConfig
+    needs_features = True
+    trainer_defaults: ClassVar[dict[str, Any]] = {"lr_scheduler": [0.96, 50.0]}
+
+    def __init__(self, config: MGCNConfig, data: InteractionData) -> None:
+        super().__init__(config, data)
+        d = config.embedding_size
+        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
+        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.modalities = list(data.features)
+        # Trainable raw features (MMRec's from_pretrained(freeze=False)); the graphs use the originals.
+        self.feature_tables = nn.ParameterDict(
+            {m: nn.Parameter(torch.from_numpy(data.features[m].copy())) for m in self.modalities})
+        self.projections = nn.ModuleDict({m: nn.Linear(data.features[m].shape[1], d) for m in self.modalities})
+        self.purifiers = nn.ModuleDict({m: gate(d) for m in self.modalities})
+        self.preferences = nn.ModuleDict({m: gate(d) for m in self.modalities})
+        self.query_common = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+        for m in self.modalities:
+            s, s_t = csr_pair(data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows))
+            self.register_buffer(f"item_adj_{m}", s, persistent=False)
+            self.register_buffer(f"item_adj_t_{m}", s_t, persistent=False)
+        self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
+        r, r_t = csr_pair(user_item_block(data.train, "sym_prime"))
+        self.register_buffer("r_adj", r, persistent=False)
+        self.register_buffer("r_adj_t", r_t, persistent=False)
+        self._batch_rows = 0
+
+    def _modality_view(self, m: str) -> torch.Tensor:
+        """[R̂ x; x] with x = S_m^L (E_items ⊙ σ(G_m W_m f_m)): the purified item–item view of modality m."""
+        x = self.item_embedding * self.purifiers[m](self.projections[m](self.feature_tables[m]))
+        for _ in range(self.config.n_layers):
+            x = sparse_mm(getattr(self, f"item_adj_{m}"), x, getattr(self, f"item_adj_t_{m}"))
+        return torch.cat([sparse_mm(self.r_adj, x, self.r_adj_t), x])
+
+    def _forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(side, content) embeddings over [users; items]."""
+        content = lightgcn_propagate(self.adj, torch.cat([self.user_embedding, self.item_embedding]),
+                                     self.config.n_ui_layers)
+        views = [self._modality_view(m) for m in self.modalities]
+        attention = torch.softmax(torch.cat([self.query_common(v) for v in views], dim=1), dim=1)
+        common = sum(attention[:, j:j + 1] * v for j, v in enumerate(views))
+        specific = sum(self.preferences[m](content) * (v - common) for m, v in zip(self.modalities, views))
+        return (specific + common) / (len(views) + 1), content
+
+    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        side, content = self._forward()
+        out = content + side
+        return out[: self.n_users], out[self.n_users:]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        side, content = self._forward()
+        out = content + side
+        users, items = batch.users, batch.pos_items + self.n_users
+        u, p, n = out[users], out[items], out[batch.neg_items + self.n_users]
+        # MMRec divides by the configured batch size, also for the short last batch: the largest seen.
+        self._batch_rows = max(self._batch_rows, len(batch))
+        cl = info_nce(side[items], content[items], NCE_TEMPERATURE) + info_nce(side[users], content[users],
+                                                                                NCE_TEMPERATURE)
+        return (bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n))
+                + self.config.reg_weight * half_squared_l2(u, p, n, divisor=self._batch_rows)
+                + self.config.cl_loss * cl)
