@@ -26,6 +26,7 @@ def test_defaults_yaml_and_overrides(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("epochs: 7\ninner:\n  lr: 0.5\n")
     cfg = load_config(Outer, ["--config", str(y), "inner.layers=[3,4]", "mode=b", "inner.lr=2"])
+    assert load_config(Outer, ["inner.lr=1e-3"]).inner.lr == 1e-3
     assert cfg.epochs == 7 and cfg.mode == "b"
     assert cfg.inner.layers == [3, 4] and cfg.inner.lr == 2.0 and isinstance(cfg.inner.lr, float)
     assert cfg.seed is None

@@ -68,7 +68,7 @@ def prepare(cfg: PrepareConfig) -> DatasetDir:
     _check(cfg)
     out = cfg.out_dir()
     params = {k: v for k, v in flatten(to_dict(cfg)).items() if not k.startswith("tracking.")}
-    with tracking.job_run(cfg.tracking, "prepare", params=params):
+    with tracking.job_run(cfg.tracking, "prepare", params=params, tags={"stage": "prepare"}):
         t0 = time.perf_counter()
         if cfg.source == "synth":
             ds = generate_dataset(cfg.synth, out, kcore=cfg.kcore, split=cfg.split, split_seed=cfg.seed,
