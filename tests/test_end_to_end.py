@@ -20,24 +20,25 @@ def dataset_dir(tmp_path_factory):
     return generate_dataset(SynthConfig(size="tiny", seed=0), tmp_path_factory.mktemp("ete") / "ds").root
 
 
-def _setup(dataset_dir, encoder_lr):
+def _setup(dataset_dir, encoder_lr, model="vbpr"):
     data = InteractionData.load(dataset_dir, None)
-    return end_to_end_setup(EndToEndConfig(encoder_lr=encoder_lr), data, get_model("vbpr").model_cls)
+    return end_to_end_setup(EndToEndConfig(encoder_lr=encoder_lr), data, get_model(model).model_cls)
 
 
-def _encoder_of(wrap_model, data):
+def _encoder_of(wrap_model, data, model="vbpr"):
     """The encoder object the wrapper trains (captured before training, to snapshot its weights)."""
-    probe = wrap_model(get_model("vbpr").build(None, data))
+    probe = wrap_model(get_model(model).build(None, data))
     return probe.encoder
 
 
-def test_ete_updates_the_encoder_and_the_loss_falls(dataset_dir):
-    data, wrap = _setup(dataset_dir, encoder_lr=1e-3)
-    encoder = _encoder_of(wrap, data)
+@pytest.mark.parametrize("model", ["vbpr", "mmgcn"])
+def test_ete_updates_the_encoder_and_the_loss_falls(dataset_dir, model):
+    data, wrap = _setup(dataset_dir, encoder_lr=1e-3, model=model)
+    encoder = _encoder_of(wrap, data, model)
     before = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-    result = train_model("vbpr", None, TrainerConfig(epochs=3, **TRAINER), data, wrap_model=wrap)
+    result = train_model(model, None, TrainerConfig(epochs=3, **TRAINER), data, wrap_model=wrap)
     losses = [r["train_loss"] for r in result.history]
-    assert losses[-1] < losses[0] - 0.05, losses
+    assert losses[-1] < 0.97 * losses[0], losses
     after = result.model.encoder.state_dict()
     changed = [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])]
     # both towers moved: the image and the text embeddings feed VBPR's loss

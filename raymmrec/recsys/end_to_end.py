@@ -159,7 +159,7 @@ def end_to_end_setup(cfg: EndToEndConfig, data: InteractionData,
     """(data with the encoder's initial features, the trainer's `wrap_model`) for `paradigm=ete` on a dataset dir."""
     if model_cls.set_item_features is Recommender.set_item_features:
         raise ConfigError(f"model '{model_cls.name}' does not support paradigm=ete (it has no set_item_features; "
-                          f"supported e.g. by vbpr)")
+                          f"supported: vbpr, mmgcn)")
     if not data.source or not (Path(data.source) / schema.ITEMS_FILE).is_file():
         raise ConfigError(f"paradigm=ete needs a dataset dir with {schema.ITEMS_FILE} (images and text), "
                           f"got '{data.source or data.name}'")
