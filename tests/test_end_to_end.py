@@ -82,14 +82,20 @@ def test_backbone_sees_the_encoders_output_and_gradients_reach_it(dataset_dir):
     torch.testing.assert_close(model.backbone.item_features, torch.cat([full["text"], full["image"]], dim=1))
 
 
-def test_job_with_paradigm_ete_and_unsupported_model(dataset_dir, tmp_path):
+def test_job_with_paradigm_ete_and_unsupported_model(dataset_dir, tmp_path, mlflow_store):
     cfg = TrainBackboneConfig(model="vbpr", data=str(dataset_dir), paradigm="ete", output=str(tmp_path / "out"),
-                              trainer=TrainerConfig(epochs=1, **TRAINER))
-    cfg.tracking.enabled = False
+                              trainer=TrainerConfig(epochs=1, **TRAINER), tracking=mlflow_store)
     lines: list[str] = []
     result = train_backbone(cfg, out=lines.append)
     assert result.epochs_run == 1 and "-ete" in result.checkpoint_dir
     assert any("features {'text': [" in line for line in lines)
+    # the checkpoint holds the encoder too: one more epoch resumes from it
+    cfg.trainer.epochs = 2
+    lines.clear()
+    again = train_backbone(cfg, out=lines.append)
+    assert any(line.startswith("resuming from") for line in lines) and again.checkpoint_dir == result.checkpoint_dir
+    assert [r["epoch"] for r in again.history] == [1, 2]
+    assert any(k.startswith("encoder.") for k in again.model.state_dict())
     cfg.model = "lightgcn"
     with pytest.raises(ConfigError, match="model 'lightgcn' does not support paradigm=ete"):
         train_backbone(cfg, out=lines.append)

@@ -60,7 +60,7 @@ class Recommender(nn.Module):
     def set_item_features(self, features: dict[str, torch.Tensor]) -> None:
         """Replace the item features read in `loss` / `final_embeddings` (end-to-end training); rows in item order."""
         raise DataError(f"model '{self.name}' does not support paradigm=ete (it does not read its item features "
-                        f"at every step; supported: models implementing set_item_features, vbpr, mmgcn)")
+                        f"at every step; supported: vbpr, mmgcn)")
 
     def pre_epoch(self, epoch: int) -> None:
         """Per-epoch preprocessing before the training batches (default: none)."""
