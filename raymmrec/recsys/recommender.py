@@ -53,6 +53,15 @@ class Recommender(nn.Module):
             raise DataError(f"model '{cls.name}' needs item features, but {data.source or data.name} was loaded "
                             f"without any (pass features=<feature set name>)")
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (one at the trainer's lr; end-to-end training adds the encoder's)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def set_item_features(self, features: dict[str, torch.Tensor]) -> None:
+        """Replace the item features read in `loss` / `final_embeddings` (end-to-end training); rows in item order."""
+        raise DataError(f"model '{self.name}' does not support paradigm=ete (it does not read its item features "
+                        f"at every step; supported: vbpr, mmgcn)")
+
     def pre_epoch(self, epoch: int) -> None:
         """Per-epoch preprocessing before the training batches (default: none)."""
 

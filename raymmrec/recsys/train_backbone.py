@@ -5,10 +5,11 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from raymmrec import tracking
-from raymmrec.config import to_dict
+from raymmrec.config import config_hash, to_dict
+from raymmrec.recsys.end_to_end import EndToEndConfig, end_to_end_setup
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.report import epoch_line, learning_curve, metric_rows, result_table
@@ -25,6 +26,10 @@ class TrainBackboneConfig:
     data: str = ""                       # dataset dir or MMRec folder; empty: the generated synthetic set
     features: str = "raw"                # feature set of a dataset dir ("" for none)
     params: dict[str, Any] = field(default_factory=dict)   # model hyper-parameters over its defaults
+    # pt / ft: fixed features from `features` (ft: a set extracted by a stage-2 fine-tuned encoder);
+    # ete: the encoder of `end_to_end` trained jointly with the backbone (seed 002's end-to-end paradigm)
+    paradigm: Literal["pt", "ft", "ete"] = "pt"
+    end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     output: str = "runs/backbones"       # checkpoints under <output>/<model>-<run hash>/
     resume: bool = True                  # continue from that dir's last.pt when it exists
@@ -43,7 +48,7 @@ def load_training_data(cfg: TrainBackboneConfig, out: Callable[[str], None] = pr
         if path.exists():
             shutil.rmtree(path)
         generate_dataset(SynthConfig(size=cfg.synth_size, seed=cfg.synth_seed), path)
-    return InteractionData.load(path, cfg.features or None)
+    return InteractionData.load(path, None if cfg.paradigm == "ete" else cfg.features or None)
 
 
 def train_backbone(cfg: TrainBackboneConfig, out: Callable[[str], None] = print) -> TrainResult:
@@ -51,8 +56,13 @@ def train_backbone(cfg: TrainBackboneConfig, out: Callable[[str], None] = print)
     data = load_training_data(cfg, out)
     spec = get_model(cfg.model)
     model_cfg = spec.make_config(cfg.params)
+    wrap_model, h = None, ""
+    if cfg.paradigm == "ete":
+        out(f"end-to-end: preprocessing {data.n_items} items and encoding them with the initial encoder")
+        data, wrap_model = end_to_end_setup(cfg.end_to_end, data, spec.model_cls)
+        h = "-ete" + config_hash(to_dict(cfg.end_to_end))[:8]
     spec.model_cls.check_data(model_cfg, data)
-    ckpt_dir = Path(cfg.output) / f"{spec.name}-{run_hash(spec.name, model_cfg, cfg.trainer, data)}"
+    ckpt_dir = Path(cfg.output) / f"{spec.name}-{run_hash(spec.name, model_cfg, cfg.trainer, data)}{h}"
     if not cfg.resume and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     run_id_file = ckpt_dir / RUN_ID_FILE
@@ -63,7 +73,8 @@ def train_backbone(cfg: TrainBackboneConfig, out: Callable[[str], None] = print)
     out(f"data {s['name']}: {s['n_users']} users, {s['n_items']} items, {s['n_train']}/{s['n_valid']}/{s['n_test']} "
         f"train/valid/test, {s['cold_items']} cold items, features {s['features'] or 'none'}")
     params = {"model": spec.name, "model_config": to_dict(model_cfg), "trainer": to_dict(cfg.trainer),
-              "data": {"path": cfg.data or f"synth:{cfg.synth_size}", "features": cfg.features}}
+              "data": {"path": cfg.data or f"synth:{cfg.synth_size}", "features": cfg.features},
+              "paradigm": cfg.paradigm, **({"end_to_end": to_dict(cfg.end_to_end)} if wrap_model else {})}
     with tracking.job_run(cfg.tracking, f"train_backbone:{spec.name}", None if resume_run else params,
                           tags={"stage": "backbone", "model": spec.name}, resume_run_id=resume_run) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +88,7 @@ def train_backbone(cfg: TrainBackboneConfig, out: Callable[[str], None] = print)
             tracking.log_metrics({k: v for k, v in record.items() if not k.startswith("best/")}, step=record["epoch"])
 
         result = train_model(spec.name, model_cfg, cfg.trainer, data, report=report,
-                             checkpoint_dir=ckpt_dir, resume=cfg.resume)
+                             checkpoint_dir=ckpt_dir, resume=cfg.resume, wrap_model=wrap_model)
         out(result_table(result, cfg.trainer.topk))
         tracking.log_metrics({f"best_{k}": v for k, v in result.best_valid.items()})
         tracking.log_metrics({f"test_at_best_{k}": v for k, v in result.test_at_best.items()})

@@ -113,7 +113,8 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
 
 def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
                 data: InteractionData | Any, report: ReportFn | None = None,
-                checkpoint_dir: str | Path | None = None, resume: bool = True) -> TrainResult:
+                checkpoint_dir: str | Path | None = None, resume: bool = True,
+                wrap_model: Callable[[Recommender], Recommender] | None = None) -> TrainResult:
     """Train registered model `model_name` on `data` (InteractionData or its Ray ObjectRef).
 
     After every epoch `report(record)` gets a flat dict: epoch, train_loss, lr, train/eval/seconds,
@@ -121,26 +122,31 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
     `best/valid/...`, `best/test/...`, improved, should_stop, stop_reason, checkpoint_dir. A report that
     returns True stops training ("stopped_by_report"). With `checkpoint_dir`, last.pt is written every
     epoch and best.pt at each new best; `resume` continues from last.pt of the same config.
+    `wrap_model(backbone)` replaces the built backbone by the module trained (end-to-end training wraps it
+    with its encoder); the optimizer takes that module's `param_groups(lr)`.
     """
     _check_trainer_config(trainer_cfg)
     threads = torch.get_num_threads()
     if trainer_cfg.num_threads > 0:
         torch.set_num_threads(trainer_cfg.num_threads)
     try:
-        return _train(model_name, model_cfg, trainer_cfg, InteractionData.resolve(data), report, checkpoint_dir, resume)
+        return _train(model_name, model_cfg, trainer_cfg, InteractionData.resolve(data), report, checkpoint_dir, resume,
+                      wrap_model)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
            data: InteractionData, report: ReportFn | None, checkpoint_dir: str | Path | None,
-           resume: bool) -> TrainResult:
+           resume: bool, wrap_model: Callable[[Recommender], Recommender] | None = None) -> TrainResult:
     spec = get_model(model_name)
     cfg = spec.make_config(model_cfg)
     device = resolve_device(trainer_cfg.device)
     seed_everything(trainer_cfg.seed)
-    model = spec.build(cfg, data).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=trainer_cfg.lr, weight_decay=trainer_cfg.weight_decay)
+    model = spec.build(cfg, data)
+    model = (wrap_model(model) if wrap_model is not None else model).to(device)
+    optimizer = torch.optim.Adam(model.param_groups(trainer_cfg.lr), lr=trainer_cfg.lr,
+                                 weight_decay=trainer_cfg.weight_decay)
     s0, s1 = trainer_cfg.lr_scheduler
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: s0 ** (e / s1))
     sampler = BPRSampler(data, trainer_cfg.batch_size, trainer_cfg.seed, model.uses_negatives, device)

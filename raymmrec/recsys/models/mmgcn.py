@@ -100,6 +100,10 @@ class MMGCN(Recommender):
         self.register_buffer("adj", to_torch_csr(adj), persistent=False)
         self.register_buffer("adj_t", to_torch_csr(adj.T.tocsr()), persistent=False)
 
+    def set_item_features(self, features: dict[str, torch.Tensor]) -> None:
+        for m in self.modalities:
+            self.gcns[m].features = features[m]
+
     def _representation(self) -> torch.Tensor:
         out = sum(gcn(self.adj, self.adj_t, self.id_embedding) for gcn in self.gcns.values())
         return out / len(self.gcns)

@@ -32,11 +32,16 @@ class VBPR(Recommender):
         d = config.embedding_size
         self.u_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, 2 * d)))
         self.i_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.modalities = list(data.features)
         features = np.concatenate(list(data.features.values()), axis=1)
         self.register_buffer("item_features", torch.from_numpy(features), persistent=False)
         self.item_linear = nn.Linear(features.shape[1], d)
         nn.init.xavier_normal_(self.item_linear.weight)
         nn.init.zeros_(self.item_linear.bias)
+
+    def set_item_features(self, features: dict[str, torch.Tensor]) -> None:
+        # Same [text; image] concatenation as at build time; a tensor with a graph lets gradients reach the encoder.
+        self.item_features = torch.cat([features[m] for m in self.modalities], dim=1)
 
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """q_i for `items` (all items when None)."""
