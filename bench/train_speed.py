@@ -11,6 +11,7 @@ value of each MMRec grid, as in the MMRec measurement of notes/mmrec-speed.md.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -96,6 +97,7 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
         "load_s": load_s, "build_s": total - sum(r["seconds"] for r in records),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "valid_recall@20": result.best_valid.get("recall@20"),
+        "load_avg": os.getloadavg()[0],   # the cores are shared: > threads means contended timings
     }
 
 
@@ -112,7 +114,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             "MMRec ep+2×eval": f"{theirs:.2f}" if mm else "does not fit" if r["model"] == "freedom" else "-",
             "speed-up": f"{theirs / ours:.1f}×" if mm else "-", "load s": f"{r['load_s']:.1f}",
             "build s": f"{r['build_s']:.1f}", "peak RSS GB": f"{r['peak_rss_gb']:.2f}",
-            "MMRec RSS GB": f"{mm[3]:.2f}" if mm else "-"})
+            "MMRec RSS GB": f"{mm[3]:.2f}" if mm else "-", "load avg": f"{r.get('load_avg', float('nan')):.1f}"})
     return format_table(out)
 
 
