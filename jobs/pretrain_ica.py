@@ -20,11 +20,10 @@ DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain.yaml"
 def main(argv: list[str]) -> None:
     cfg = load_config(PretrainConfig, argv, default_yaml=DEFAULT_YAML)
     result = run_pretrain(cfg)
-    rows = result.history[-5:]
-    print("\nstep   loss     itc      mlm      mim")
-    for r in rows:
-        print(f"{int(r['step']):>4}  " + "  ".join(f"{r.get(k, float('nan')):7.4f}"
-                                                  for k in ("loss", "loss_itc", "loss_mlm", "loss_mim")))
+    keys = [k for k in ("loss", "loss_itc", "loss_mlm", "loss_mim") if any(k in r for r in result.history)]
+    print("\n step  " + "  ".join(f"{k:>9}" for k in keys))
+    for r in result.history[-5:]:
+        print(f"{int(r['step']):>5}  " + "  ".join(f"{r[k]:9.4f}" for k in keys))
     print(f"\nencoder:            {result.encoder_dir}  (encoder.pt + encoder.json)")
     print(f"steps:              {result.steps}")
     print(f"undecodable images: {result.undecodable_images}   missing images: {result.missing_images}")

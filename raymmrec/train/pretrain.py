@@ -1,6 +1,7 @@
 """Stage 2: pre-train or fine-tune an encoder on image–text pairs with Ray Train + DeepSpeed; write the encoder dir."""
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     from raymmrec.train.pretrain_loop import train_worker
 
     t0 = time.perf_counter()
+    cfg = copy.deepcopy(cfg)    # the source and repeat resolved below are this run's, not the caller's
     if not cfg.data.source:
         cfg.data.source = default_source(cfg)
     check_config(cfg)
