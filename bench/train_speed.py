@@ -11,6 +11,7 @@ value of each MMRec grid, as in the MMRec measurement of notes/mmrec-speed.md.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
+from raymmrec.recsys.report import format_table  # noqa: E402
 
 # notes/mmrec-speed.md: MMRec on a generated Baby-size set, this machine kind, quiet (medians).
 MMREC_BABY = {  # model: (train s/epoch, eval s for ONE split, start-up s, peak RSS GB)
@@ -95,26 +97,25 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
         "load_s": load_s, "build_s": total - sum(r["seconds"] for r in records),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "valid_recall@20": result.best_valid.get("recall@20"),
+        "load_avg": os.getloadavg()[0],   # the cores are shared: > threads means contended timings
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Our figures next to MMRec's (Baby) as a fixed-width text table."""
-    head = ["size", "model", "train s/ep", "eval s (v+t)", "epoch+eval s", "MMRec ep+2×eval", "speed-up",
-            "load s", "build s", "peak RSS GB", "MMRec RSS GB"]
     out = []
     for r in rows:
         mm = MMREC_BABY.get(r["model"]) if r["size"] == "baby" else None
         ours = r["train_s"] + r["eval_s"]
         theirs = mm[0] + 2 * mm[1] if mm else None
-        out.append([r["size"], r["model"], f"{r['train_s']:.2f}", f"{r['eval_s']:.2f}", f"{ours:.2f}",
-                    f"{theirs:.2f}" if mm else "does not fit" if r["model"] == "freedom" else "-",
-                    f"{theirs / ours:.1f}×" if mm else "-", f"{r['load_s']:.1f}", f"{r['build_s']:.1f}",
-                    f"{r['peak_rss_gb']:.2f}", f"{mm[3]:.2f}" if mm else "-"])
-    widths = [max(len(h), *(len(row[i]) for row in out)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in out]
-    return "\n".join(lines)
+        out.append({
+            "size": r["size"], "model": r["model"], "threads": str(r["threads"]), "train s/ep": f"{r['train_s']:.2f}",
+            "eval s (v+t)": f"{r['eval_s']:.2f}", "epoch+eval s": f"{ours:.2f}",
+            "MMRec ep+2×eval": f"{theirs:.2f}" if mm else "does not fit" if r["model"] == "freedom" else "-",
+            "speed-up": f"{theirs / ours:.1f}×" if mm else "-", "load s": f"{r['load_s']:.1f}",
+            "build s": f"{r['build_s']:.1f}", "peak RSS GB": f"{r['peak_rss_gb']:.2f}",
+            "MMRec RSS GB": f"{mm[3]:.2f}" if mm else "-", "load avg": f"{r.get('load_avg', float('nan')):.1f}"})
+    return format_table(out)
 
 
 @exit_on_user_error

@@ -106,6 +106,22 @@ def test_trainer_config_errors():
 
 
 def test_training_from_an_object_ref(ray_local):
-    ref = tiny_data().put()
-    result = train_model("lightgcn", {}, TrainerConfig(epochs=1, **FAST_TRAINER), ref)
-    assert result.epochs_run == 1 and torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+    data = tiny_data()
+    for modality in data.features:
+        data.knn_graph(modality, 10)                 # built once, shipped with the data to every trial
+    ref = data.put()
+
+    @ray_local.remote
+    def trial(ref):
+        import warnings
+
+        from raymmrec.recsys.interaction_data import InteractionData
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*not writable")   # shared arrays are read-only
+            resolved = InteractionData.resolve(ref)
+            return len(resolved.item_graphs), train_model(
+                "freedom", {}, TrainerConfig(epochs=1, **FAST_TRAINER), resolved).summary()
+
+    graphs, summary = ray_local.get(trial.remote(ref))
+    assert graphs == 2 and summary["epochs_run"] == 1 and summary["best_valid"]["recall@20"] > 0

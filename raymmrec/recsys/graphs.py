@@ -64,8 +64,12 @@ def normalized_adjacency(interactions: sp.spmatrix, norm: AdjacencyNorm = "sym",
 def knn_graph_scipy(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2048,
                     weighted: bool = False) -> sp.csr_matrix:
     """Row-wise cosine top-k graph (self included), normalised as KNN-bin or KNN-w; computed in row blocks."""
-    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
-    x = x.detach().to(torch.float32)
+    if isinstance(features, torch.Tensor):
+        x = features.detach().to(torch.float32)
+    else:
+        with warnings.catch_warnings():   # object-store arrays are read-only; x is never written in place
+            warnings.filterwarnings("ignore", message=".*not writable")
+            x = torch.as_tensor(np.asarray(features, dtype=np.float32))
     n = x.shape[0]
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in 1..{n} (the number of items)")
