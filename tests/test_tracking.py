@@ -1,3 +1,5 @@
+import json
+
 import mlflow
 
 from raymmrec import tracking
@@ -18,18 +20,11 @@ def test_job_run_logs_params_metrics_and_nested_children(mlflow_store):
     assert exp.name == "test"
 
 
-def test_log_table_replace_overwrites_what_mlflow_would_append(mlflow_store):
-    with tracking.job_run(mlflow_store, "t") as run:
+def test_table_replace_and_runs_addressed_by_id(mlflow_store):
+    # One store for both checks: creating a SQLite store costs seconds.
+    with tracking.job_run(mlflow_store, "parent") as parent:
         tracking.log_table([{"a": 1, "b": "x"}], "t.json")
         tracking.log_table([{"a": 2, "b": "y"}, {"a": 3, "b": "z"}], "t.json", replace=True)
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="t.json")
-    import json
-
-    assert json.loads(open(path).read()) == {"columns": ["a", "b"], "data": [[2, "y"], [3, "z"]]}
-
-
-def test_run_handle_logs_to_a_child_by_id_and_reopens_it(mlflow_store):
-    with tracking.job_run(mlflow_store, "parent") as parent:
         child, created = tracking.RunHandle.child_of(parent.info.run_id, "c", {"trial_id": "t1"})
         child.log_params({"cfg": {"x": 1}})
         child.log_metrics({"recall@20": 0.25, "why": "skip"}, step=3)
@@ -37,6 +32,8 @@ def test_run_handle_logs_to_a_child_by_id_and_reopens_it(mlflow_store):
         child.end()
         again, created_again = tracking.RunHandle.child_of(parent.info.run_id, "c", {"trial_id": "t1"})
         assert parent.info.run_id == tracking.active_run_id()
+    path = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="t.json")
+    assert json.loads(open(path).read()) == {"columns": ["a", "b"], "data": [[2, "y"], [3, "z"]]}   # not appended
     client = mlflow.MlflowClient()
     run = client.get_run(child.run_id)
     assert created and not created_again and again.run_id == child.run_id

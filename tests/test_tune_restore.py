@@ -37,7 +37,7 @@ def test_an_interrupted_search_resumes_without_losing_or_rerunning_finished_tria
     cfg = TuneBackbonesConfig(
         models=["bpr"], spaces={"bpr": {"reg_weight": {"grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]}}},
         search=SearchConfig(grace_period=1, reduction_factor=2, max_concurrent_trials=1),
-        trainer=TrainerConfig(epochs=4, patience=50, **FAST_TRAINER),
+        trainer=TrainerConfig(epochs=3, patience=50, **FAST_TRAINER),
         name="restore", output=str(tmp_path / "out"), tracking=mlflow_store)
     data = tiny_data()
     first = tune_backbones(cfg, data=data, callbacks=[CtrlCAfterTwoTrials()], out=lambda line: None)
@@ -69,7 +69,7 @@ def test_an_interrupted_search_resumes_without_losing_or_rerunning_finished_tria
                for c in children)
 
     # Resuming the same name with another configuration is refused before anything runs or is logged.
-    changed = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=6))
+    changed = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=5))
     with pytest.raises(ConfigError, match="search 'restore' at .* was started with another configuration for 'bpr'"):
         tune_backbones(changed, data=data, out=lambda line: None)
     assert client.get_run(second.run_id).info.status == "FINISHED"

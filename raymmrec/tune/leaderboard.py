@@ -29,7 +29,7 @@ class TrialRow:
 
 
 def trial_rows(model: str, grid: Any, valid_metric: str) -> list[TrialRow]:
-    """Rows of one model's Ray Tune ResultGrid."""
+    """Rows of one model's Ray Tune ResultGrid, in trial order (ties on the score go to the earlier trial)."""
     rows = []
     for result in grid:
         last = dict(result.metrics or {})
@@ -42,7 +42,7 @@ def trial_rows(model: str, grid: Any, valid_metric: str) -> list[TrialRow]:
             valid=_prefixed(last, "best/valid/"), test=_prefixed(last, "best/test/"),
             curve=_curve(result.metrics_dataframe, f"valid/{valid_metric}"),
             checkpoint=result.checkpoint, error=str(result.error).splitlines()[0] if result.error else None))
-    return rows
+    return sorted(rows, key=lambda r: r.trial_id)
 
 
 def _prefixed(metrics: dict[str, Any], prefix: str) -> dict[str, float]:

@@ -225,7 +225,7 @@ def _run_config(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict,
         metric_columns={"epoch": "epoch", "train_loss": "loss", f"valid/{metric}": f"valid {metric}",
                         search_metric(metric): f"best {metric}", f"best/test/{metric}": f"test@best {metric}"},
         parameter_columns=list(space), max_report_frequency=max(1, int(cfg.search.report_every_s)),
-        sort_by_metric=True, max_progress_rows=30)
+        sort_by_metric=True, max_progress_rows=30, print_intermediate_tables=True)
     storage_path, name = path.rsplit("/", 1)
     return tune.RunConfig(name=name, storage_path=storage_path, verbose=1, progress_reporter=reporter,
                           callbacks=[TrialRuns(model, fixed), *callbacks],
