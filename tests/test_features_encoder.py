@@ -1,4 +1,4 @@
-"""Resolving `encoder=`: random init (seeded, identical per actor), stage-2 dirs, config files, open_clip tags, errors."""
+"""Resolving `encoder=`: seeded random init (identical per actor), stage-2 dirs, config files, tags, errors."""
 from __future__ import annotations
 
 import subprocess

@@ -99,7 +99,8 @@ def test_extraction_is_logged_to_mlflow(extracted):
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["metrics.features/image_missing"] == 2 and run["metrics.features/image_undecodable"] == 1
-    assert run["metrics.quality/item_cf/recall_at_20"] >= 0 and "metrics.quality/mask_text_50/zero_shot/recall_at_10" in run
+    assert run["metrics.quality/item_cf/recall_at_20"] >= 0
+    assert "metrics.quality/mask_text_50/zero_shot/recall_at_10" in run
     assert run["params.method"] == "clip"
 
 

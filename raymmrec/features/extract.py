@@ -1,4 +1,4 @@
-"""Stage 3: item features by Ray Data batch inference — CLIP, CLIPER multi-view or BEiT3 unified — plus their quality."""
+"""Stage 3: item features by Ray Data batch inference (CLIP, CLIPER multi-view, BEiT3 unified) and their quality."""
 from __future__ import annotations
 
 import copy
@@ -20,8 +20,9 @@ from raymmrec.features import cliper as cliper_ops
 from raymmrec.features.encoder_source import EncoderSource, resolve_encoder
 from raymmrec.features.inference import (IMAGE_MISSING, IMAGE_OK, IMAGE_STATUS_NAMES, IMAGE_UNDECODABLE,
                                          ITEM_COLUMNS, EncodeItems, TextPlan, preprocess_items)
-from raymmrec.features.prompts import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS, VIEWS
-from raymmrec.features.quality import QualityConfig, format_rows, log_quality, quality_report, quality_rows
+from raymmrec.features.prompts import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS, FIELD_TEMPLATES, VIEWS
+from raymmrec.features.quality import (QualityConfig, check_quality_config, format_rows, log_quality, quality_report,
+                                       quality_rows)
 from raymmrec.features.store import (TABLE_FILE, VIEWS_DIR, ItemArrays, blocks, publish, staging_dir,
                                      write_item_table, write_manifest)
 from raymmrec.runtime import RayConfig, init_ray
@@ -115,13 +116,23 @@ def encoder_for(cfg: FeaturesConfig) -> EncoderSource:
 
 
 def text_plan(cfg: FeaturesConfig) -> TextPlan:
+    """The texts of `cfg.method`, after checking the settings that would otherwise fail inside the actors."""
+    inf = cfg.inference
+    for key in ("batch_size", "concurrency", "preprocess_batch_size"):
+        if getattr(inf, key) < 1:
+            raise ConfigError(f"inference.{key} must be at least 1, got {getattr(inf, key)}")
     if cfg.method == "cliper":
         unknown = [v for v in cfg.cliper.views if v not in VIEWS]
         if unknown or not cfg.cliper.views:
-            raise ConfigError(f"cliper.views: expected a non-empty subset of {', '.join(VIEWS)}, got {cfg.cliper.views}")
-        cliper_ops.check_fusion(cfg.cliper.fusion)
+            raise ConfigError(f"cliper.views: expected a non-empty subset of {', '.join(VIEWS)}, "
+                              f"got {cfg.cliper.views}")
+        if cfg.cliper.tau <= 0:
+            raise ConfigError(f"cliper.tau must be > 0 (the paper uses 0.1), got {cfg.cliper.tau}")
         return TextPlan("cliper", views=tuple(cfg.cliper.views))
-    fields = cfg.beit3_text_fields if cfg.method == "beit3" else cfg.text_fields
+    key = "beit3_text_fields" if cfg.method == "beit3" else "text_fields"
+    fields = getattr(cfg, key)
+    if not fields or any(f not in FIELD_TEMPLATES for f in fields):
+        raise ConfigError(f"{key}: expected a non-empty list of {', '.join(FIELD_TEMPLATES)}, got {fields}")
     return TextPlan(cfg.method, fields=tuple(fields))
 
 
@@ -135,11 +146,12 @@ MODALITIES = {"clip": ["text", "image"], "cliper": ["text", "image"], "beit3": [
 
 
 def preprocess_memory(source: EncoderSource, inf: InferenceConfig) -> int:
-    """Bytes a preprocessing task holds: its batch of float pixels twice (transform output and the stacked copy)."""
+    """Bytes a preprocessing task holds: a worker with torch / open_clip loaded (~0.6 GiB measured) plus its batch
+    of float pixels twice (the transform outputs and the stacked array)."""
     from raymmrec.encoders import create_preprocess
 
     size = create_preprocess(source.config).image_size
-    return int(2 * inf.preprocess_batch_size * 3 * size * size * 4 + (64 << 20))
+    return int(2 * inf.preprocess_batch_size * 3 * size * size * 4 + (640 << 20))
 
 
 def run_inference(items_path: Path, n_items: int, source: EncoderSource, plan: TextPlan, cfg: FeaturesConfig,
@@ -251,6 +263,7 @@ def extract_features(cfg: FeaturesConfig, out: Callable[[str], None] = print) ->
     t0 = time.perf_counter()
     source = encoder_for(cfg)      # config mistakes fail here, before any data is generated or Ray starts
     plan = text_plan(cfg)
+    check_quality_config(cfg.quality)
     root = dataset_path(cfg, out)
     ds = schema.DatasetDir.at(root)
     name = cfg.name or cfg.method

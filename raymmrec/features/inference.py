@@ -58,7 +58,8 @@ def preprocess_items(table, encoder: EncoderConfig, plan: TextPlan, root: str) -
     out = {"item": np.array([r["item"] for r in rows], np.int64), "image_status": status, "pixels": pixels}
     if plan.method == "cliper":
         texts = [cliper_views(r, plan.views) for r in rows]
-        present = np.array([[t is not None for t in views] for views in texts], bool).reshape(len(rows), len(plan.views))
+        present = np.array([[t is not None for t in views] for views in texts], bool)
+        present = present.reshape(len(rows), len(plan.views))
         flat = [t or "" for views in texts for t in views]
         tokens = pp.tokenizer(flat).numpy().astype(np.int64) if flat else np.zeros((0, pp.tokenizer.context_length))
         out["tokens"] = tokens.reshape(len(rows), len(plan.views), -1).astype(np.int64)
@@ -109,8 +110,8 @@ class EncodeItems:
             out["image"] = self._rows(enc.encode_image, image_ok, batch["pixels"], dim=enc.embed_dim)
             if self.method == "cliper":
                 b, c, length = batch["tokens"].shape
-                views = self._rows(enc.encode_text, batch["present"].reshape(-1), batch["tokens"].reshape(b * c, length),
-                                   dim=enc.embed_dim)
+                views = self._rows(enc.encode_text, batch["present"].reshape(-1),
+                                   batch["tokens"].reshape(b * c, length), dim=enc.embed_dim)
                 out["views"] = views.reshape(b, c, enc.embed_dim)
             else:
                 out["text"] = self._rows(enc.encode_text, batch["text_ok"], batch["tokens"], dim=enc.embed_dim)

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from raymmrec import tracking
 from raymmrec.data import schema
-from raymmrec.errors import DataError
+from raymmrec.errors import ConfigError, DataError
 from raymmrec.features.store import VIEWS_DIR, blocks
 from raymmrec.recsys.interaction_data import load_feature_set
 
@@ -45,6 +45,19 @@ class QualityConfig:
     mask_modalities: list[str] = field(default_factory=lambda: ["vision", "text"])
     mask_seed: int = 0
     block_size: int = 1024                # queries (or items) per block
+
+
+def check_quality_config(cfg: QualityConfig) -> None:
+    """Reject settings the protocols cannot run with, naming the key."""
+    if not cfg.ks or min(cfg.ks) < 1:
+        raise ConfigError(f"quality.ks: expected positive cut-offs, got {cfg.ks}")
+    if not 0.0 < cfg.mask_ratio <= 1.0:
+        raise ConfigError(f"quality.mask_ratio must be in (0, 1], got {cfg.mask_ratio}")
+    bad = [m for m in cfg.mask_modalities if m not in UNIFIED_SUBSTITUTES]
+    if bad:
+        raise ConfigError(f"quality.mask_modalities: expected vision and/or text, got {bad[0]!r}")
+    if cfg.block_size < 1:
+        raise ConfigError(f"quality.block_size must be at least 1, got {cfg.block_size}")
 
 
 @dataclass
@@ -87,7 +100,7 @@ def item_matrix(features: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def zero_shot_queries(log: TrainLog) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(history counts users × items, target item) for users with ≥ 2 training interactions; −1 target otherwise."""
+    """(history counts users × items, target item) of users with ≥ 2 train rows; −1 target otherwise."""
     order = np.lexsort((np.arange(len(log.users)), log.timestamps, log.users))   # by user, time, row
     users, items = log.users[order], log.items[order]
     last = np.ones(len(users), bool)
@@ -195,6 +208,7 @@ def masked_features(features: dict[str, np.ndarray], folder: Path, modality: str
 def feature_quality(features: dict[str, np.ndarray], log: TrainLog, cfg: QualityConfig,
                     folder: Path | None = None) -> dict[str, float]:
     """All protocols on one feature set: `{protocol}/recall@K` plus `{protocol}/queries`."""
+    check_quality_config(cfg)
     history, zs_target = zero_shot_queries(log)
     cf_target = item_cf_targets(log.matrix(), cfg.block_size)
     out: dict[str, float] = {}
@@ -210,8 +224,6 @@ def feature_quality(features: dict[str, np.ndarray], log: TrainLog, cfg: Quality
 
     run("", features)
     for modality in cfg.mask_modalities:
-        if modality not in UNIFIED_SUBSTITUTES:
-            raise DataError(f"quality.mask_modalities: expected vision or text, got {modality!r}")
         masked = masked_features(features, folder or Path("."), modality, cfg.mask_ratio, cfg.mask_seed)
         if masked is not None:
             run(f"mask_{modality}_{int(round(cfg.mask_ratio * 100))}/", masked)

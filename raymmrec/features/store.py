@@ -48,7 +48,8 @@ class ItemArrays:
         items = np.asarray(batch["item"], np.int64)
         if len(items) and (items.min() < 0 or items.max() >= self.n_items):
             bad = items[(items < 0) | (items >= self.n_items)][0]
-            raise DataError(f"items.parquet: item id {int(bad)} outside 0..{self.n_items - 1} (ids must be the row number)")
+            raise DataError(f"items.parquet: item id {int(bad)} outside 0..{self.n_items - 1} "
+                            "(ids must be the row number)")
         np.add.at(self.seen, items, 1)
         for column, rel in self.files.items():
             if column in batch:
