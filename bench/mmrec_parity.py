@@ -97,6 +97,7 @@ def _copy_dualgnn(ours, ref):
     n, k = index.shape
     w = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(n), k), index.ravel())), shape=(n, n))
     ours.user_adj, ours.user_adj_t = to_torch_csr(w), to_torch_csr(w.T.tocsr())   # MMRec's own draw
+    ours._built_seed = max(int(ours.user_graph_seed), 0)                            # ... is the current one
     ref.weight_u.copy_(ours.user_weight)
     ref.weight_i.copy_(ours.item_weight)
     for m, g in (("image", ref.v_gcn), ("text", ref.t_gcn)):
