@@ -11,11 +11,9 @@ own process so peak RSS is its own; hyper-parameters are train_speed's (MMRec's 
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,10 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
 from raymmrec.recsys.report import format_table  # noqa: E402
-from train_speed import MMREC_BABY, MMREC_FIRST_GRID, mmrec_folder  # noqa: E402
+from train_speed import MMREC_BABY, MMREC_FIRST_GRID, mmrec_folder, run_bench  # noqa: E402
 
 
 @dataclass
@@ -105,27 +102,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--one"]:
-        print("RESULT " + json.dumps(time_one(argv[1], argv[2], StepSpeedConfig(**json.loads(argv[3])))), flush=True)
-        return
-    cfg = load_config(StepSpeedConfig, argv)
-    rows = []
-    for size, models in cfg.sizes.items():
-        mmrec_folder(size, Path(cfg.work))
-        for model in models:
-            print(f"timing {model} at {size} ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--one", size, model, json.dumps(cfg.__dict__)],
-                                  capture_output=True, text=True)
-            found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode != 0 or not found:
-                print(f"  failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
-                continue
-            rows.append(json.loads(found[0][len("RESULT "):]))
-            print(_table(rows[-1:]).splitlines()[-1], flush=True)
-    print()
-    print(_table(rows))
-    if cfg.out:
-        Path(cfg.out).write_text(json.dumps(rows, indent=1))
+    run_bench(argv, StepSpeedConfig, time_one, _table, __file__)
 
 
 if __name__ == "__main__":

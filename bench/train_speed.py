@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -122,31 +122,43 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@exit_on_user_error
-def main(argv: list[str]) -> None:
-    if argv[:1] == ["--one"]:
-        size, model, cfg_json = argv[1], argv[2], argv[3]
-        cfg = TrainSpeedConfig(**json.loads(cfg_json))
-        print("RESULT " + json.dumps(time_one(size, model, cfg)), flush=True)
-        return
-    cfg = load_config(TrainSpeedConfig, argv)
+def each_in_own_process(script: str, cfg: Any, table_of: Callable[[list[dict]], str]) -> list[dict[str, Any]]:
+    """Run `script --one <size> <model> <cfg as JSON>` for every model of cfg.sizes, each in a fresh process
+    (so peak RSS is its own), printing each row as it comes; the rows its RESULT lines carried."""
     rows = []
     for size, models in cfg.sizes.items():
         mmrec_folder(size, Path(cfg.work))
         for model in models:
             print(f"timing {model} at {size} ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--one", size, model, json.dumps(cfg.__dict__)],
+            proc = subprocess.run([sys.executable, script, "--one", size, model, json.dumps(cfg.__dict__)],
                                   capture_output=True, text=True)
             found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not found:
                 print(f"  failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
                 continue
             rows.append(json.loads(found[0][len("RESULT "):]))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            print(table_of(rows[-1:]).splitlines()[-1], flush=True)
+    return rows
+
+
+def run_bench(argv: list[str], config_cls: type, time_one_fn: Callable, table_of: Callable, script: str) -> None:
+    """A timing bench's command line: `--one size model cfg` times in this process, otherwise every
+    configured (size, model) runs in its own process and the table is printed (and saved to cfg.out)."""
+    if argv[:1] == ["--one"]:
+        size, model, cfg_json = argv[1], argv[2], argv[3]
+        print("RESULT " + json.dumps(time_one_fn(size, model, config_cls(**json.loads(cfg_json)))), flush=True)
+        return
+    cfg = load_config(config_cls, argv)
+    rows = each_in_own_process(script, cfg, table_of)
     print()
-    print(table(rows))
+    print(table_of(rows))
     if cfg.out:
         Path(cfg.out).write_text(json.dumps(rows, indent=1))
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    run_bench(argv, TrainSpeedConfig, time_one, table, __file__)
 
 
 if __name__ == "__main__":
