@@ -11,7 +11,6 @@ value of each MMRec grid, as in the MMRec measurement of notes/mmrec-speed.md.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -19,23 +18,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
-from raymmrec.recsys.report import format_table  # noqa: E402
 
 # notes/mmrec-speed.md: MMRec on a generated Baby-size set, this machine kind, quiet (medians).
 MMREC_BABY = {  # model: (train s/epoch, eval s for ONE split, start-up s, peak RSS GB)
     "bpr": (0.82, 3.14, 9.5, 1.11), "lightgcn": (3.58, 3.65, 9.4, 1.21), "vbpr": (6.49, 3.70, 10.5, 1.39),
     "freedom": (23.03, 3.21, 16.6, 1.75),
+    "mmgcn": (116.53, 3.61, 9.7, 2.39), "grcn": (65.58, 2.85, 10.4, 2.64), "dualgnn": (68.35, 2.98, 11.8, 1.78),
 }
+# MMRec's dense n_items² (FREEDOM) or n_users² (DualGNN preprocessing) matrices cannot fit at Electronics size.
+MMREC_DOES_NOT_FIT = {"freedom", "dualgnn"}
 MMREC_FIRST_GRID = {  # the first value of each grid in MMRec's yaml
     "bpr": {"reg_weight": 2.0}, "lightgcn": {"n_layers": 1, "reg_weight": 1e-2}, "vbpr": {"reg_weight": 2.0},
     "freedom": {"dropout": 0.8, "reg_weight": 0.0},
+    "mmgcn": {"reg_weight": 0.0}, "grcn": {"reg_weight": 0.1}, "dualgnn": {"reg_weight": 0.1},
+    "slmrec": {"ssl_temp": 0.1, "ssl_alpha": 0.01},
 }
 
 
@@ -97,52 +100,65 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
         "load_s": load_s, "build_s": total - sum(r["seconds"] for r in records),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "valid_recall@20": result.best_valid.get("recall@20"),
-        "load_avg": os.getloadavg()[0],   # the cores are shared: > threads means contended timings
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Our figures next to MMRec's (Baby) as a fixed-width text table."""
+    head = ["size", "model", "train s/ep", "eval s (v+t)", "epoch+eval s", "MMRec ep+2×eval", "speed-up",
+            "load s", "build s", "peak RSS GB", "MMRec RSS GB"]
     out = []
     for r in rows:
         mm = MMREC_BABY.get(r["model"]) if r["size"] == "baby" else None
         ours = r["train_s"] + r["eval_s"]
         theirs = mm[0] + 2 * mm[1] if mm else None
-        out.append({
-            "size": r["size"], "model": r["model"], "threads": str(r["threads"]), "train s/ep": f"{r['train_s']:.2f}",
-            "eval s (v+t)": f"{r['eval_s']:.2f}", "epoch+eval s": f"{ours:.2f}",
-            "MMRec ep+2×eval": f"{theirs:.2f}" if mm else "does not fit" if r["model"] == "freedom" else "-",
-            "speed-up": f"{theirs / ours:.1f}×" if mm else "-", "load s": f"{r['load_s']:.1f}",
-            "build s": f"{r['build_s']:.1f}", "peak RSS GB": f"{r['peak_rss_gb']:.2f}",
-            "MMRec RSS GB": f"{mm[3]:.2f}" if mm else "-", "load avg": f"{r.get('load_avg', float('nan')):.1f}"})
-    return format_table(out)
+        out.append([r["size"], r["model"], f"{r['train_s']:.2f}", f"{r['eval_s']:.2f}", f"{ours:.2f}",
+                    f"{theirs:.2f}" if mm else "does not fit" if r["model"] in MMREC_DOES_NOT_FIT else "-",
+                    f"{theirs / ours:.1f}×" if mm else "-", f"{r['load_s']:.1f}", f"{r['build_s']:.1f}",
+                    f"{r['peak_rss_gb']:.2f}", f"{mm[3]:.2f}" if mm else "-"])
+    widths = [max(len(h), *(len(row[i]) for row in out)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in out]
+    return "\n".join(lines)
 
 
-@exit_on_user_error
-def main(argv: list[str]) -> None:
-    if argv[:1] == ["--one"]:
-        size, model, cfg_json = argv[1], argv[2], argv[3]
-        cfg = TrainSpeedConfig(**json.loads(cfg_json))
-        print("RESULT " + json.dumps(time_one(size, model, cfg)), flush=True)
-        return
-    cfg = load_config(TrainSpeedConfig, argv)
+def each_in_own_process(script: str, cfg: Any, table_of: Callable[[list[dict]], str]) -> list[dict[str, Any]]:
+    """Run `script --one <size> <model> <cfg as JSON>` for every model of cfg.sizes, each in a fresh process
+    (so peak RSS is its own), printing each row as it comes; the rows its RESULT lines carried."""
     rows = []
     for size, models in cfg.sizes.items():
         mmrec_folder(size, Path(cfg.work))
         for model in models:
             print(f"timing {model} at {size} ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--one", size, model, json.dumps(cfg.__dict__)],
+            proc = subprocess.run([sys.executable, script, "--one", size, model, json.dumps(cfg.__dict__)],
                                   capture_output=True, text=True)
             found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not found:
                 print(f"  failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
                 continue
             rows.append(json.loads(found[0][len("RESULT "):]))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            print(table_of(rows[-1:]).splitlines()[-1], flush=True)
+    return rows
+
+
+def run_bench(argv: list[str], config_cls: type, time_one_fn: Callable, table_of: Callable, script: str) -> None:
+    """A timing bench's command line: `--one size model cfg` times in this process, otherwise every
+    configured (size, model) runs in its own process and the table is printed (and saved to cfg.out)."""
+    if argv[:1] == ["--one"]:
+        size, model, cfg_json = argv[1], argv[2], argv[3]
+        print("RESULT " + json.dumps(time_one_fn(size, model, config_cls(**json.loads(cfg_json)))), flush=True)
+        return
+    cfg = load_config(config_cls, argv)
+    rows = each_in_own_process(script, cfg, table_of)
     print()
-    print(table(rows))
+    print(table_of(rows))
     if cfg.out:
         Path(cfg.out).write_text(json.dumps(rows, indent=1))
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    run_bench(argv, TrainSpeedConfig, time_one, table, __file__)
 
 
 if __name__ == "__main__":

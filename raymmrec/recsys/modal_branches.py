@@ -1,10 +1,13 @@
-"""How the MMRec models map any set of modalities onto their visual / textual slots, and LightGCN over
-several item inputs that share one user table (SLMRec's and MMGCL's modality branches)."""
+"""Building blocks of the MMRec-style multimodal models: how any set of modalities maps onto MMRec's
+visual / textual slots, LightGCN over several item inputs that share one user table (SLMRec's and
+MMGCL's modality branches), their InfoNCE, xavier-initialised heads and model-declared weight decay."""
 from __future__ import annotations
 
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from raymmrec.recsys.graphs import lightgcn_propagate
 
@@ -39,3 +42,16 @@ def apply_weight_decay(module: torch.nn.Module, weight_decay: float) -> None:
 
     for param in module.parameters():
         param.register_post_accumulate_grad_hook(decay)
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of anchors·positivesᵀ / τ with the diagonal as the target (in-batch negatives)."""
+    logits = anchors @ positives.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=logits.device))
+
+
+def xavier_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """nn.Linear with a xavier-uniform weight (the bias keeps PyTorch's default)."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.xavier_uniform_(layer.weight)
+    return layer

@@ -13,9 +13,10 @@ import torch
 from raymmrec.recsys.graphs import to_torch_csr
 
 
-def user_cooccurrence_topk(train: sp.spmatrix, k: int = 200, max_products: int = 20_000_000) -> sp.csr_matrix:
+def user_cooccurrence_topk(train: sp.spmatrix, k: int = 200, max_products: int = 20_000_000,
+                           max_rows: int = 8192) -> sp.csr_matrix:
     """Per user, the ≤ k other users sharing most training items (value = shared items), rows sorted by
-    count descending then user id; blocks of rows hold at most `max_products` partial products."""
+    count descending then user id; a block of rows holds at most `max_products` partial products."""
     r = sp.csr_matrix(train, dtype=np.float32, copy=True)
     r.data[:] = 1.0
     rt = r.T.tocsr()
@@ -27,21 +28,44 @@ def user_cooccurrence_topk(train: sp.spmatrix, k: int = 200, max_products: int =
     start = 0
     while start < n_users:
         stop = max(start + 1, int(np.searchsorted(done, done[start] + max_products, side="right")) - 1)
-        block = (r[start:stop] @ rt).tocoo()
-        rows = block.row.astype(np.int64)
-        keep = block.col != rows + start
-        rows, c, v = rows[keep], block.col[keep].astype(np.int64), block.data[keep]
-        order = np.lexsort((c, -v, rows))
-        rows, c, v = rows[order], c[order], v[order]
-        counts = np.bincount(rows, minlength=stop - start)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        top = np.arange(len(rows)) - first[rows] < k
-        indptr[start + 1: stop + 1] = np.minimum(counts, k)
-        cols.append(c[top].astype(np.int32))
-        vals.append(v[top].astype(np.float32))
+        stop = min(stop, start + max_rows)
+        rows, c, v = _block_topk(r[start:stop] @ rt, start, k)
+        indptr[start + 1: stop + 1] = np.bincount(rows, minlength=stop - start)
+        cols.append(c.astype(np.int32))
+        vals.append(v.astype(np.float32))
         start = stop
     np.cumsum(indptr, out=indptr)
     return sp.csr_matrix((np.concatenate(vals), np.concatenate(cols), indptr), shape=(n_users, n_users))
+
+
+def _block_topk(block: sp.csr_matrix, offset: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, co-user, count) of each block row's top k, ordered; O(nnz) selection, then a sort of ≤ k per row."""
+    block.sort_indices()
+    n_rows, n_users = block.shape
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(block.indptr))
+    c, v = block.indices.astype(np.int64), np.rint(block.data).astype(np.int64)
+    off = (c != rows + offset) & (v > 0)
+    rows, c, v = rows[off], c[off], v[off]
+    if len(v) == 0:
+        return rows, c, v
+    top_count = int(v.max()) + 1
+    # at_least[r, t] = entries of row r with count ≥ t; threshold = the k-th largest count (0: keep all).
+    hist = np.bincount(rows * top_count + v, minlength=n_rows * top_count).reshape(n_rows, top_count)
+    at_least = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
+    threshold = (at_least[:, 1:] >= k).sum(axis=1)
+    above = np.where(threshold + 1 < top_count,
+                     at_least[np.arange(n_rows), np.minimum(threshold + 1, top_count - 1)], 0)
+    keep = v > threshold[rows]
+    tie = np.flatnonzero(v == threshold[rows])
+    tie_rows = rows[tie]
+    first = np.concatenate([[0], np.cumsum(np.bincount(tie_rows, minlength=n_rows))[:-1]])
+    keep[tie] = np.arange(len(tie)) - first[tie_rows] < k - above[tie_rows]   # ties: lowest user ids first
+    rows, c, v = rows[keep], c[keep], v[keep]
+    # One int64 key orders the kept entries by (row, count descending, co-user).
+    key = np.sort((rows * top_count + (top_count - 1 - v)) * n_users + c)
+    rows, rest = np.divmod(key, top_count * n_users)
+    v, c = np.divmod(rest, n_users)
+    return rows, c, top_count - 1 - v
 
 
 def sample_user_neighbours(graph: sp.csr_matrix, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -70,14 +70,26 @@ class DualGNN(Recommender):
         key = ("user_cooccurrence", config.user_topk)
         self.cooccurrence = data._cached(key, lambda: user_cooccurrence_topk(
             data.train, config.user_topk, config.graph_block_products))
+        # The epoch's neighbour draw is a function of this seed, so a checkpoint restores it exactly.
+        self.register_buffer("user_graph_seed", torch.tensor(-1, dtype=torch.int64))
+        self._built_seed = -1
         self.user_adj: torch.Tensor | None = None
         self.user_adj_t: torch.Tensor | None = None
 
     def pre_epoch(self, epoch: int) -> None:
         """Resample each user's co-users (only users with fewer than `user_neighbours` change)."""
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-        index, counts = sample_user_neighbours(self.cooccurrence, self.config.user_neighbours, rng)
-        self.user_adj, self.user_adj_t = neighbour_weight_tensors(index, counts, self.adj.device)
+        self.user_graph_seed.fill_(int(torch.randint(0, 2**62, (1,))))
+        self._user_graph()
+
+    def _user_graph(self) -> None:
+        seed = int(self.user_graph_seed)
+        if seed < 0:          # never sampled (a model built for evaluation only)
+            seed = 0
+        if self.user_adj is None or seed != self._built_seed:
+            rng = np.random.default_rng(seed)
+            index, counts = sample_user_neighbours(self.cooccurrence, self.config.user_neighbours, rng)
+            self.user_adj, self.user_adj_t = neighbour_weight_tensors(index, counts, self.adj.device)
+            self._built_seed = seed
 
     def _modality_rep(self, modality: str) -> torch.Tensor:
         items = self.projection[modality](getattr(self, f"features_{modality}"))
@@ -87,8 +99,7 @@ class DualGNN(Recommender):
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         # MMRec reuses the last training batch's result (one step stale); this recomputes it.
-        if self.user_adj is None:
-            self.pre_epoch(0)
+        self._user_graph()
         reps = [self._modality_rep(m) for m in self.modalities]
         total = sum(reps)
         items = total[self.n_users:]

@@ -34,8 +34,8 @@ from raymmrec.errors import ConfigError
 from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import dot_scores
-from raymmrec.recsys.modal_branches import apply_weight_decay, mmrec_modality_order, shared_user_lightgcn
-from raymmrec.recsys.models.slmrec import info_nce, xavier_linear
+from raymmrec.recsys.modal_branches import (apply_weight_decay, info_nce, mmrec_modality_order,
+                                            shared_user_lightgcn, xavier_linear)
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.modal_branches import apply_weight_decay, mmrec_modality_order, shared_user_lightgcn
+from raymmrec.recsys.modal_branches import (apply_weight_decay, info_nce, mmrec_modality_order,
+                                            shared_user_lightgcn, xavier_linear)
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
@@ -38,19 +39,6 @@ class SLMRecConfig(ModelConfig):
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
         return {"ssl_temp": {"grid": [0.1, 0.2, 0.5, 1.0]}, "ssl_alpha": {"grid": [0.01, 0.05, 0.1, 0.5, 1.0]}}
-
-
-def xavier_linear(in_dim: int, out_dim: int) -> nn.Linear:
-    """nn.Linear with a xavier-uniform weight (bias keeps PyTorch's default)."""
-    layer = nn.Linear(in_dim, out_dim)
-    nn.init.xavier_uniform_(layer.weight)
-    return layer
-
-
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of anchors·positivesᵀ / τ with the diagonal as the target."""
-    logits = anchors @ positives.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(anchors), device=logits.device))
 
 
 @register_model("slmrec")
