@@ -158,7 +158,8 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
             sampler.load_state_dict(saved["sampler"])
             torch.set_rng_state(saved["torch_rng"])
             st = saved["trainer"]
-            if st["stop_reason"] == "finished" and st["epoch"] < trainer_cfg.epochs:
+            # A run that ran out of epochs (now more are allowed) or was stopped by its caller continues.
+            if st["stop_reason"] in ("finished", "stopped_by_report") and st["epoch"] < trainer_cfg.epochs:
                 st["stop_reason"] = None
             stopper = EarlyStopping(trainer_cfg.patience, saved["early_stopping"]["best"],
                                     saved["early_stopping"]["bad"])
@@ -177,25 +178,13 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
         t0 = time.perf_counter()
         model.train()
         model.pre_epoch(epoch)
-        total, n_batches = 0.0, 0
-        nan = False
-        for batch in sampler.epoch():
-            optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(batch)
-            value = loss.item()
-            if not math.isfinite(value):
-                nan = True
-                break
-            loss.backward()
-            optimizer.step()
-            total += value
-            n_batches += 1
+        train_loss = _train_epoch(model, sampler, optimizer)
         scheduler.step()
         t1 = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n_batches, 1) if not nan else float("nan"),
-                                  "lr": optimizer.param_groups[0]["lr"], "train_seconds": t1 - t0}
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                                  "train_seconds": t1 - t0}
         improved = False
-        if nan:
+        if not math.isfinite(train_loss):
             st["stop_reason"] = "nan_loss"
         elif epoch % trainer_cfg.eval_every == 0 or epoch == trainer_cfg.epochs:
             model.eval()
@@ -244,6 +233,22 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
                        stop_reason=st["stop_reason"], epochs_run=st["epoch"], seconds=st["seconds"],
                        checkpoint_dir=str(ckpt_dir) if ckpt_dir else None,
                        best_checkpoint=str(best_path) if best_path else None, model=model)
+
+
+def _train_epoch(model: Recommender, sampler: BPRSampler, optimizer: torch.optim.Optimizer) -> float:
+    """One pass over the shuffled training batches; the mean loss, or NaN at the first non-finite loss."""
+    total, n_batches = 0.0, 0
+    for batch in sampler.epoch():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        value = loss.item()
+        if not math.isfinite(value):
+            return float("nan")
+        loss.backward()
+        optimizer.step()
+        total += value
+        n_batches += 1
+    return total / max(n_batches, 1)
 
 
 def _check_trainer_config(cfg: TrainerConfig) -> None:

@@ -9,20 +9,15 @@ from torch import nn
 
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_loss, dot_scores, emb_loss
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.models.bpr import BPRConfig
+from raymmrec.recsys.recommender import Recommender
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
 
 @dataclass
-class VBPRConfig(ModelConfig):
-    """VBPR hyper-parameters; users have 2·embedding_size dimensions."""
-
-    reg_weight: float = 1e-4
-
-    @classmethod
-    def search_space(cls) -> dict[str, dict[str, list]]:
-        return {"reg_weight": {"grid": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}}
+class VBPRConfig(BPRConfig):
+    """VBPR has BPR's hyper-parameters and grid; users get 2·embedding_size dimensions."""
 
 
 @register_model("vbpr")
