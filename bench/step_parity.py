@@ -25,6 +25,7 @@ from raymmrec.recsys.report import format_table  # noqa: E402
 
 BATCH = 96
 ID_TABLES = {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding"}
+FEATURE_TABLES = {"image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text"}
 
 
 def _linear(ref: str, ours: str, bias: bool = True) -> dict[str, str]:
@@ -37,17 +38,16 @@ CASES = {
                 dict(feat_embed_dim=64, weight_size=[64, 64], lambda_coeff=0.9, reg_weight=1e-3, cf_model="lightgcn",
                      mess_dropout=[0.1, 0.1], n_layers=1, knn_k=10),
                 {"reg_weight": 1e-3},
-                {**ID_TABLES, "image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text",
-                 **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text")}),
+                {**ID_TABLES, **FEATURE_TABLES, **_linear("image_trs", "projections.image"),
+                 **_linear("text_trs", "projections.text")}),
     "bm3": ("mmrec", "models.bm3.BM3", dict(n_layers=2, dropout=0.0, reg_weight=0.1, cl_weight=2.0),
             {"n_layers": 2, "dropout": 0.0, "reg_weight": 0.1},
-            {**ID_TABLES, **_linear("predictor", "predictor"), "image_embedding.weight": "feature_tables.image",
-             "text_embedding.weight": "feature_tables.text", **_linear("image_trs", "projections.image"),
-             **_linear("text_trs", "projections.text")}),
+            {**ID_TABLES, **FEATURE_TABLES, **_linear("predictor", "predictor"),
+             **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text")}),
     "mgcn": ("mmrec", "models.mgcn.MGCN", dict(n_ui_layers=2, n_layers=1, reg_weight=1e-3, knn_k=10, cl_loss=0.1),
              {"reg_weight": 1e-3, "cl_loss": 0.1},
-             {**ID_TABLES, "image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text",
-              **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text"),
+             {**ID_TABLES, **FEATURE_TABLES, **_linear("image_trs", "projections.image"),
+              **_linear("text_trs", "projections.text"),
               **_linear("query_common.0", "query_common.0"), **_linear("query_common.2", "query_common.2", bias=False),
               **_linear("gate_v.0", "purifiers.image.0"), **_linear("gate_t.0", "purifiers.text.0"),
               **_linear("gate_image_prefer.0", "preferences.image.0"),

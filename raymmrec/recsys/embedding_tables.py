@@ -15,4 +15,5 @@ def xavier_uniform_table(rows: int, dim: int) -> nn.Parameter:
 
 def trainable_feature_tables(features: Mapping[str, np.ndarray]) -> nn.ParameterDict:
     """Trainable copies of the raw item features, one per modality (MMRec's from_pretrained(freeze=False))."""
-    return nn.ParameterDict({m: nn.Parameter(torch.from_numpy(np.array(f, dtype=np.float32))) for m, f in features.items()})
+    return nn.ParameterDict({m: nn.Parameter(torch.from_numpy(np.array(f, dtype=np.float32)))
+                             for m, f in features.items()})

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raymmrec.recsys.alignment_losses import (cosine_alignment, half_squared_l2, info_nce,
+from raymmrec.recsys.alignment_losses import (cosine_alignment, cosine_info_nce, half_squared_l2,
                                               similarity_regulariser)
 from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import knn_graph_scipy, lightgcn_propagate, sparse_mm
@@ -132,7 +132,7 @@ class AlignRec(Recommender):
         return {
             "bpr": bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n)),
             "l2": half_squared_l2(u, p, n, divisor=self._batch_rows),
-            "cca": info_nce(h_mm[pos], h_id[pos], tau) + info_nce(h_mm[users], h_id[users], tau),
+            "cca": cosine_info_nce(h_mm[pos], h_id[pos], tau) + cosine_info_nce(h_mm[users], h_id[users], tau),
             "uia": cosine_alignment(u, p),
             "reg": similarity_regulariser(h_mm[pos], self.target_similarity(batch.pos_items),
                                           cosine=self.config.reg_similarity == "cosine"),

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from raymmrec.recsys.alignment_losses import half_squared_l2, info_nce
+from raymmrec.recsys.alignment_losses import cosine_info_nce, half_squared_l2
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -101,8 +101,8 @@ class MGCN(Recommender):
         u, p, n = out[users], out[items], out[batch.neg_items + self.n_users]
         # MMRec divides by the configured batch size, also for the short last batch: the largest seen.
         self._batch_rows = max(self._batch_rows, len(batch))
-        cl = info_nce(side[items], content[items], NCE_TEMPERATURE) + info_nce(side[users], content[users],
-                                                                                NCE_TEMPERATURE)
+        cl = (cosine_info_nce(side[items], content[items], NCE_TEMPERATURE)
+              + cosine_info_nce(side[users], content[users], NCE_TEMPERATURE))
         return (bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n))
                 + self.config.reg_weight * half_squared_l2(u, p, n, divisor=self._batch_rows)
                 + self.config.cl_loss * cl)
