@@ -175,4 +175,7 @@ def test_trainer_defaults_and_search_spaces_are_valid():
             for v in next(iter(values.values())):
                 spec.make_config({key: v})
         TrainerConfig(**getattr(spec.model_cls, "trainer_defaults", {}))
+        for key, values in getattr(spec.model_cls, "trainer_search_space", {}).items():
+            for v in next(iter(values.values())):
+                TrainerConfig(**{key: v})
     assert get_model("alignrec").model_cls.trainer_defaults["patience"] == 30
