@@ -1,6 +1,6 @@
 """Our MMGCN, GRCN, DualGNN and SLMRec against MMRec's own modules: same weights, same batch, same numbers.
 
-    python bench/mmrec_parity.py mmrec=/path/to/MMRec          # a checkout of enoche/MMRec
+    python bench/mmrec_module_parity.py mmrec=/path/to/MMRec          # a checkout of enoche/MMRec
 
 Builds each model on the tiny planted set, copies its weights into MMRec's class (imported from the
 checkout, run unmodified), and compares the full representation and the loss of one batch. DualGNN's

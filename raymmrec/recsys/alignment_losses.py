@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def cosine_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """In-batch cosine InfoNCE, one direction: row r of `anchors` should pick row r of `candidates`.
 
     MMRec's MGCN / AlignRec write -log(exp(c_rr/τ) / Σ_c exp(c_rc/τ)); the cross-entropy form is the same

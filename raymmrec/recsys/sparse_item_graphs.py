@@ -80,6 +80,13 @@ def csr_pair(matrix: sp.spmatrix) -> tuple[torch.Tensor, torch.Tensor]:
     return to_torch_csr(matrix), to_torch_csr(sp.csr_matrix(matrix).T)
 
 
+def register_csr_pair(module: torch.nn.Module, name: str, matrix: sp.spmatrix) -> None:
+    """Register `matrix` as buffer `name` and its transpose as `name`_t (torch sparse CSR, not checkpointed)."""
+    forward, transposed = csr_pair(matrix)
+    module.register_buffer(name, forward, persistent=False)
+    module.register_buffer(f"{name}_t", transposed, persistent=False)
+
+
 def user_item_block(interactions: sp.spmatrix, norm: AdjacencyNorm = "sym_prime") -> sp.csr_matrix:
     """The users × items block R̂ of the normalised bipartite adjacency (MGCN's / AlignRec's user readout)."""
     n_users = interactions.shape[0]

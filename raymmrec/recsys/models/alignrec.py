@@ -18,15 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raymmrec.recsys.alignment_losses import (cosine_alignment, half_squared_l2, info_nce,
+from raymmrec.recsys.alignment_losses import (cosine_alignment, cosine_info_nce, half_squared_l2,
                                               similarity_regulariser)
+from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import knn_graph_scipy, lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
-from raymmrec.recsys.sparse_item_graphs import csr_pair, user_item_block
+from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
 
 
 @dataclass
@@ -81,8 +82,8 @@ class AlignRec(Recommender):
     def __init__(self, config: AlignRecConfig, data: InteractionData) -> None:
         super().__init__(config, data)
         d = config.embedding_size
-        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.user_embedding = xavier_uniform_table(self.n_users, d)
+        self.item_embedding = xavier_uniform_table(self.n_items, d)
         self.modalities = list(data.features)
         raw = np.concatenate([data.features[m] for m in self.modalities], axis=1)
         # h_enc: a trainable copy (the code's from_pretrained(freeze=False)); graph and REG use the originals.
@@ -93,13 +94,9 @@ class AlignRec(Recommender):
         self.gate = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
         for m in self.modalities:   # frozen originals, shared with the data (no copy)
             self.register_buffer(f"original_{m}", torch.from_numpy(data.features[m]), persistent=False)
-        s, s_t = csr_pair(fused_knn_graph(data, config.knn_k, config.knn_block_rows))
-        self.register_buffer("item_adj", s, persistent=False)
-        self.register_buffer("item_adj_t", s_t, persistent=False)
+        register_csr_pair(self, "item_adj", fused_knn_graph(data, config.knn_k, config.knn_block_rows))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
-        r, r_t = csr_pair(user_item_block(data.train, "sym_prime"))
-        self.register_buffer("r_adj", r, persistent=False)
-        self.register_buffer("r_adj_t", r_t, persistent=False)
+        register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
         self._batch_rows = 0
 
     def _forward(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +132,7 @@ class AlignRec(Recommender):
         return {
             "bpr": bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n)),
             "l2": half_squared_l2(u, p, n, divisor=self._batch_rows),
-            "cca": info_nce(h_mm[pos], h_id[pos], tau) + info_nce(h_mm[users], h_id[users], tau),
+            "cca": cosine_info_nce(h_mm[pos], h_id[pos], tau) + cosine_info_nce(h_mm[users], h_id[users], tau),
             "uia": cosine_alignment(u, p),
             "reg": similarity_regulariser(h_mm[pos], self.target_similarity(batch.pos_items),
                                           cosine=self.config.reg_similarity == "cosine"),

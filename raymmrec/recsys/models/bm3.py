@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymmrec.recsys.alignment_losses import cosine_alignment
+from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import emb_loss
@@ -42,17 +43,14 @@ class BM3(Recommender):
     def __init__(self, config: BM3Config, data: InteractionData) -> None:
         super().__init__(config, data)
         d = config.embedding_size
-        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.user_embedding = xavier_uniform_table(self.n_users, d)
+        self.item_embedding = xavier_uniform_table(self.n_items, d)
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
-        # Trainable raw feature tables (MMRec's from_pretrained(freeze=False)), each projected to d.
-        self.feature_tables = nn.ModuleDict()
-        self.projections = nn.ModuleDict()
-        for modality, feats in data.features.items():
-            self.feature_tables[modality] = nn.Embedding.from_pretrained(torch.from_numpy(feats.copy()), freeze=False)
-            self.projections[modality] = nn.Linear(feats.shape[1], d)
-            nn.init.xavier_normal_(self.projections[modality].weight)
+        self.feature_tables = trainable_feature_tables(data.features)
+        self.projections = nn.ModuleDict({m: nn.Linear(f.shape[1], d) for m, f in data.features.items()})
+        for projection in self.projections.values():
+            nn.init.xavier_normal_(projection.weight)
         self.register_buffer("adj", data.adjacency("sym"), persistent=False)
 
     def _online(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +74,7 @@ class BM3(Recommender):
         total = total + self.config.reg_weight * emb_loss(users_all, items_all)
         modal = 0.0
         for modality, table in self.feature_tables.items():
-            f = self.projections[modality](table(batch.pos_items))
+            f = self.projections[modality](table[batch.pos_items])
             modal = modal + cosine_alignment(self.predictor(f), i_target)
             modal = modal + cosine_alignment(self.predictor(f), F.dropout(f.detach(), p))
         return total + self.config.cl_weight * modal

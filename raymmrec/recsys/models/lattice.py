@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymmrec.recsys.alignment_losses import half_squared_l2
+from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import normalized_adjacency, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
-from raymmrec.recsys.sparse_item_graphs import EdgeGraph, csr_pair, learned_knn_graph
+from raymmrec.recsys.sparse_item_graphs import EdgeGraph, csr_pair, learned_knn_graph, register_csr_pair
 
 
 @dataclass
@@ -50,25 +51,18 @@ class LATTICE(Recommender):
 
     def __init__(self, config: LATTICEConfig, data: InteractionData) -> None:
         super().__init__(config, data)
-        d = config.embedding_size
-        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.user_embedding = xavier_uniform_table(self.n_users, config.embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, config.embedding_size)
         self.modalities = list(data.features)
-        # Trainable copies of the raw features (MMRec's from_pretrained(freeze=False)); graphs use the originals.
-        self.feature_tables = nn.ParameterDict(
-            {m: nn.Parameter(torch.from_numpy(data.features[m].copy())) for m in self.modalities})
+        self.feature_tables = trainable_feature_tables(data.features)   # the graphs use the originals
         self.projections = nn.ModuleDict(
             {m: nn.Linear(data.features[m].shape[1], config.feat_embed_dim) for m in self.modalities})
         self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 0.5))
         self._fixed_graphs = {m: data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows)
                               for m in self.modalities}
         for m, graph in self._fixed_graphs.items():
-            fixed, fixed_t = csr_pair(graph)
-            self.register_buffer(f"fixed_adj_{m}", fixed, persistent=False)
-            self.register_buffer(f"fixed_adj_t_{m}", fixed_t, persistent=False)
-        adj, adj_t = csr_pair(normalized_adjacency(data.train, "rw_self_loop"))
-        self.register_buffer("adj", adj, persistent=False)
-        self.register_buffer("adj_t", adj_t, persistent=False)
+            register_csr_pair(self, f"fixed_adj_{m}", graph)
+        register_csr_pair(self, "adj", normalized_adjacency(data.train, "rw_self_loop"))
         self._rebuild_graph = True
         self._item_adj: tuple[torch.Tensor, torch.Tensor] | None = None   # this epoch's graph, detached
         self._batch_rows = 0
@@ -80,7 +74,7 @@ class LATTICE(Recommender):
         return learned_knn_graph(projected, weights, self.config.knn_k, self.config.knn_block_rows), weights
 
     def _fixed_part(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * sparse_mm(getattr(self, f"fixed_adj_{m}"), x, getattr(self, f"fixed_adj_t_{m}"))
+        return sum(w * sparse_mm(getattr(self, f"fixed_adj_{m}"), x, getattr(self, f"fixed_adj_{m}_t"))
                    for w, m in zip(weights, self.modalities))
 
     def _freeze_graph(self, learned: EdgeGraph, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,14 +12,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from raymmrec.recsys.alignment_losses import half_squared_l2, info_nce
+from raymmrec.recsys.alignment_losses import cosine_info_nce, half_squared_l2
+from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
-from raymmrec.recsys.sparse_item_graphs import csr_pair, user_item_block
+from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
 
 NCE_TEMPERATURE = 0.2   # hard-coded in MMRec's calculate_loss (its `tau = 0.5` is unused)
 
@@ -56,31 +57,26 @@ class MGCN(Recommender):
     def __init__(self, config: MGCNConfig, data: InteractionData) -> None:
         super().__init__(config, data)
         d = config.embedding_size
-        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.user_embedding = xavier_uniform_table(self.n_users, d)
+        self.item_embedding = xavier_uniform_table(self.n_items, d)
         self.modalities = list(data.features)
-        # Trainable raw features (MMRec's from_pretrained(freeze=False)); the graphs use the originals.
-        self.feature_tables = nn.ParameterDict(
-            {m: nn.Parameter(torch.from_numpy(data.features[m].copy())) for m in self.modalities})
+        self.feature_tables = trainable_feature_tables(data.features)   # the graphs use the originals
         self.projections = nn.ModuleDict({m: nn.Linear(data.features[m].shape[1], d) for m in self.modalities})
         self.purifiers = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.preferences = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.query_common = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         for m in self.modalities:
-            s, s_t = csr_pair(data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows))
-            self.register_buffer(f"item_adj_{m}", s, persistent=False)
-            self.register_buffer(f"item_adj_t_{m}", s_t, persistent=False)
+            register_csr_pair(self, f"item_adj_{m}",
+                              data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
-        r, r_t = csr_pair(user_item_block(data.train, "sym_prime"))
-        self.register_buffer("r_adj", r, persistent=False)
-        self.register_buffer("r_adj_t", r_t, persistent=False)
+        register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
         self._batch_rows = 0
 
     def _modality_view(self, m: str) -> torch.Tensor:
         """[R̂ x; x] with x = S_m^L (E_items ⊙ σ(G_m W_m f_m)): the purified item–item view of modality m."""
         x = self.item_embedding * self.purifiers[m](self.projections[m](self.feature_tables[m]))
         for _ in range(self.config.n_layers):
-            x = sparse_mm(getattr(self, f"item_adj_{m}"), x, getattr(self, f"item_adj_t_{m}"))
+            x = sparse_mm(getattr(self, f"item_adj_{m}"), x, getattr(self, f"item_adj_{m}_t"))
         return torch.cat([sparse_mm(self.r_adj, x, self.r_adj_t), x])
 
     def _forward(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,8 +101,8 @@ class MGCN(Recommender):
         u, p, n = out[users], out[items], out[batch.neg_items + self.n_users]
         # MMRec divides by the configured batch size, also for the short last batch: the largest seen.
         self._batch_rows = max(self._batch_rows, len(batch))
-        cl = info_nce(side[items], content[items], NCE_TEMPERATURE) + info_nce(side[users], content[users],
-                                                                                NCE_TEMPERATURE)
+        cl = (cosine_info_nce(side[items], content[items], NCE_TEMPERATURE)
+              + cosine_info_nce(side[users], content[users], NCE_TEMPERATURE))
         return (bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n))
                 + self.config.reg_weight * half_squared_l2(u, p, n, divisor=self._batch_rows)
                 + self.config.cl_loss * cl)

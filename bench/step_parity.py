@@ -1,0 +1,204 @@
+"""One training step of our LATTICE / BM3 / MGCN / AlignRec against the reference code, same weights and batch.
+
+    python bench/step_parity.py mmrec_src=/path/MMRec/src alignrec_src=/path/AlignRec_CIKM24/src
+
+The reference model (MMRec's, or the AlignRec repo's ALIGNREC) is built on the tiny planted set, its
+weights are copied into ours, and both compute the loss and gradients of the same batch (LATTICE: the
+first batch of an epoch, which rebuilds the learned graph with gradient, and a second one on the frozen
+graph), then full-ranking scores in eval mode. BM3 runs with dropout 0 (its target views are random).
+Shims, for today's scipy and a CPU: `dok_matrix._update`, `Tensor.cuda` as identity, `torch_scatter.scatter_add`.
+Each model runs in its own process (MMRec and the AlignRec repo share module names).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raymmrec.config import load_config  # noqa: E402
+from raymmrec.errors import ConfigError, exit_on_user_error  # noqa: E402
+from raymmrec.recsys.report import format_table  # noqa: E402
+
+BATCH = 96
+ID_TABLES = {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding"}
+FEATURE_TABLES = {"image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text"}
+
+
+def _linear(ref: str, ours: str, bias: bool = True) -> dict[str, str]:
+    return {f"{ref}.weight": f"{ours}.weight", **({f"{ref}.bias": f"{ours}.bias"} if bias else {})}
+
+
+# model: (reference repo, reference class path, reference config, our config, reference → our parameter names)
+CASES = {
+    "lattice": ("mmrec", "models.lattice.LATTICE",
+                dict(feat_embed_dim=64, weight_size=[64, 64], lambda_coeff=0.9, reg_weight=1e-3, cf_model="lightgcn",
+                     mess_dropout=[0.1, 0.1], n_layers=1, knn_k=10),
+                {"reg_weight": 1e-3},
+                {**ID_TABLES, **FEATURE_TABLES, **_linear("image_trs", "projections.image"),
+                 **_linear("text_trs", "projections.text")}),
+    "bm3": ("mmrec", "models.bm3.BM3", dict(n_layers=2, dropout=0.0, reg_weight=0.1, cl_weight=2.0),
+            {"n_layers": 2, "dropout": 0.0, "reg_weight": 0.1},
+            {**ID_TABLES, **FEATURE_TABLES, **_linear("predictor", "predictor"),
+             **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text")}),
+    "mgcn": ("mmrec", "models.mgcn.MGCN", dict(n_ui_layers=2, n_layers=1, reg_weight=1e-3, knn_k=10, cl_loss=0.1),
+             {"reg_weight": 1e-3, "cl_loss": 0.1},
+             {**ID_TABLES, **FEATURE_TABLES, **_linear("image_trs", "projections.image"),
+              **_linear("text_trs", "projections.text"),
+              **_linear("query_common.0", "query_common.0"), **_linear("query_common.2", "query_common.2", bias=False),
+              **_linear("gate_v.0", "purifiers.image.0"), **_linear("gate_t.0", "purifiers.text.0"),
+              **_linear("gate_image_prefer.0", "preferences.image.0"),
+              **_linear("gate_text_prefer.0", "preferences.text.0")}),
+    "alignrec": ("alignrec", "models.alignrec.ALIGNREC",
+                 dict(cl_loss=0.05, n_ui_layers=2, knn_k=10, n_layers=1, reg_weight=1e-3, desc="parity", use_ln=False,
+                      sim_weight=0.3, ui_cosine_loss_weight=0.1, side_emb_div=0, use_hist_decoder=False,
+                      test_arch1=False, ui_cosine_loss=True),
+                 {"cca_weight": 0.05, "sim_weight": 0.3, "reg_weight": 1e-3},
+                 {**ID_TABLES, "mm_embedding.weight": "feature_table", **_linear("mm_trs", "encoder"),
+                  **_linear("gate_v.0", "gate.0")}),
+}
+
+
+@dataclass
+class StepParityConfig:
+    """Where the reference sources are and which models to compare."""
+
+    mmrec_src: str = ""                     # MMRec's src/ (models/, common/, utils/)
+    alignrec_src: str = ""                  # AlignRec_CIKM24's src/
+    models: list[str] = field(default_factory=lambda: list(CASES))
+    work: str = "/tmp/raymmrec-step-parity"
+
+
+def _install_shims(work: Path) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = lambda self, d: [self.__setitem__(k, v) for k, v in d.items()]
+    scatter = type(sys)("torch_scatter")
+    scatter.scatter_add = lambda src, index, dim=-1, out=None, dim_size=None: torch.zeros(
+        int(index.max()) + 1 if dim_size is None else dim_size, dtype=src.dtype).index_add(0, index, src)
+    sys.modules["torch_scatter"] = scatter
+    for alias, real in (("float", float), ("int", int), ("bool", bool)):
+        if alias not in np.__dict__:
+            setattr(np, alias, real)
+
+
+def compare_one(model: str, src: str, work: Path) -> list[dict]:
+    """Build both models on the tiny planted set, align weights, compare losses, gradients and scores."""
+    import importlib
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from raymmrec.recsys.interaction_data import InteractionData
+    from raymmrec.recsys.planted_data import planted_interactions
+    from raymmrec.recsys.registry import build_model
+    from raymmrec.recsys.sampling import Batch, BPRSampler
+
+    _install_shims(work)
+    sys.path.insert(0, src)
+    repo, class_path, ref_cfg, our_cfg, mapping = CASES[model]
+    p = planted_interactions("tiny", dims={"text": 16, "image": 24}, seed=0)
+    feats = {"image": p.features["image"]} if model == "alignrec" else p.features   # ALIGNREC reads image_feat only
+    data = InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, feats)
+    folder = work / "tiny"
+    shutil.rmtree(folder, ignore_errors=True)   # MMRec caches graphs there by k only
+    folder.mkdir(parents=True)
+    for name, arr in feats.items():
+        np.save(folder / f"{name}_feat.npy", arr)
+
+    class Dataset:
+        dataset = None
+        get_user_num = staticmethod(lambda: data.n_users)
+        get_item_num = staticmethod(lambda: data.n_items)
+
+        @staticmethod
+        def inter_matrix(form="coo"):
+            m = data.train.tocoo().astype(np.float32)
+            m.data[:] = 1.0
+            return m
+
+    Dataset.dataset = Dataset
+    cfg = dict(USER_ID_FIELD="userID", ITEM_ID_FIELD="itemID", NEG_PREFIX="neg_", train_batch_size=BATCH,
+               device="cpu", end2end=False, is_multimodal_model=True, data_path=f"{work}/", dataset="tiny",
+               vision_feature_file="image_feat.npy", text_feature_file="text_feat.npy", embedding_size=64,
+               mask_image=False, mask_text=False, multimodal_data_dir="", **ref_cfg)
+    module, cls = class_path.rsplit(".", 1)
+    torch.manual_seed(0)
+    ref = getattr(importlib.import_module(module), cls)(cfg, Dataset)
+    ours = build_model(model, our_cfg, data)
+    ref_p, our_p = dict(ref.named_parameters()), dict(ours.named_parameters())
+    extra = set(our_p) - set(mapping.values()) - {"modal_weight"}
+    if extra:
+        raise ConfigError(f"{model}: parameters without a reference counterpart: {sorted(extra)}")
+    with torch.no_grad():
+        for a, b in mapping.items():
+            our_p[b].copy_(ref_p[a])
+        if model == "lattice":   # MMRec's weights are [image, text]; ours follow data.features
+            ref.modal_weight.copy_(torch.tensor([0.3, 0.7]))
+            ours.modal_weight.copy_(torch.tensor([0.7 if m == "text" else 0.3 for m in ours.modalities]))
+            mapping = {**mapping, "modal_weight": "modal_weight"}
+    batch = next(BPRSampler(data, batch_size=BATCH, seed=3).epoch())
+    ours_batch = batch if ours.uses_negatives else Batch(batch.users, batch.pos_items, None)
+
+    def grad(params, name):
+        g = params[name].grad
+        if model == "lattice" and name == "modal_weight" and g is not None and params is our_p:
+            g = g.flip(0) if ours.modalities[0] == "text" else g
+        return torch.zeros_like(params[name]) if g is None else g
+
+    rows = []
+    for step in (1, 2) if model == "lattice" else (1,):
+        ref.zero_grad(set_to_none=True)
+        ours.zero_grad(set_to_none=True)
+        lr, lo = ref.calculate_loss([batch.users, batch.pos_items, batch.neg_items]), ours.loss(ours_batch)
+        lr.backward()
+        lo.backward()
+        worst = max(((grad(ref_p, a) - grad(our_p, b)).abs().max() / grad(ref_p, a).abs().max().clamp_min(1e-6)).item()
+                    for a, b in mapping.items())
+        rows.append({"model": model, "check": f"batch {step}: loss", "reference": f"{lr.item():.6f}",
+                     "ours": f"{lo.item():.6f}", "max rel diff": f"{abs(lr.item() - lo.item()) / abs(lr.item()):.1e}"})
+        rows.append({"model": model, "check": f"batch {step}: gradients", "reference": "", "ours": "",
+                     "max rel diff": f"{worst:.1e}"})
+    ref.eval()
+    ours.eval()
+    with torch.no_grad():
+        users = torch.arange(min(100, data.n_users))
+        want, got = ref.full_sort_predict([users]), ours.full_scores(users)
+    rows.append({"model": model, "check": "eval: full-ranking scores", "reference": "", "ours": "",
+                 "max rel diff": f"{((want - got).abs().max() / want.abs().max()).item():.1e}"})
+    return rows
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--one"]:
+        print("RESULT " + json.dumps(compare_one(argv[1], argv[2], Path(argv[3]))), flush=True)
+        return
+    cfg = load_config(StepParityConfig, argv)
+    rows = []
+    for model in cfg.models:
+        if model not in CASES:
+            raise ConfigError(f"step parity covers {', '.join(CASES)}; got '{model}'")
+        src = cfg.alignrec_src if CASES[model][0] == "alignrec" else cfg.mmrec_src
+        if not (Path(src) / "models").is_dir():
+            raise ConfigError(f"{model}: set {CASES[model][0]}_src to the reference repo's src/ folder (got '{src}')")
+        proc = subprocess.run([sys.executable, "-W", "ignore", __file__, "--one", model, src,
+                               str(Path(cfg.work) / model)], capture_output=True, text=True)
+        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not found:
+            print(f"{model}: failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        rows += json.loads(found[0][len("RESULT "):])
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
