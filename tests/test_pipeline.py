@@ -14,6 +14,7 @@ TINY = ["prepare.synth.size=tiny", "pretrain.max_steps=4", "pretrain.checkpoint_
         "tune.search.num_samples=2", "tune.search.grace_period=1", "recommend.k=5", "recommend.cold_k=3"]
 
 
+@pytest.mark.timeout(1800)
 def test_pipeline_end_to_end_then_reuses_finished_stages(tmp_path, ray_local, mlflow_store):
     cfg = load_config(PipelineConfig, TINY + [f"workdir={tmp_path / 'w'}"])
     cfg.tracking = mlflow_store

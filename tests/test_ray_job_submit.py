@@ -55,6 +55,7 @@ def ray_head():
         pass
 
 
+@pytest.mark.timeout(1500)
 def test_tune_job_submitted_to_local_head(ray_head, tmp_path):
     address, env = ray_head
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -66,7 +67,11 @@ def test_tune_job_submitted_to_local_head(ray_head, tmp_path):
            "spaces={bpr: {reg_weight: {grid: [0.001, 0.0001]}}}", "search.grace_period=1",
            f"output={tmp_path / 'tune'}", "name=submitted", f"tracking.root={tmp_path}",
            f"synth_size=tiny", "search.report_every_s=5"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    for _ in range(30):   # the head's job agent comes up a little after its dashboard answers
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if "No available agent" not in done.stdout + done.stderr:
+            break
+        time.sleep(4)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout.lower()
     assert (tmp_path / "tune" / "submitted" / "leaderboard.json").is_file()
