@@ -2,6 +2,7 @@
 
     python bench/train_speed.py                       # baby: all models; electronics: LightGCN, FREEDOM
     python bench/train_speed.py sizes='{baby: [lightgcn]}' epochs.baby=5 num_threads=1
+    python bench/train_speed.py mmrec_src=/path/to/MMRec/src   # also time MMRec itself, now, same data/threads
 
 Data: planted-cluster interactions of the named size with MMRec's feature shapes (4096-d image,
 384-d text), written once as an MMRec folder and loaded through InteractionData like any MMRec set.
@@ -45,11 +46,12 @@ class TrainSpeedConfig:
 
     sizes: dict[str, list[str]] = field(default_factory=lambda: {
         "baby": ["bpr", "lightgcn", "vbpr", "freedom"], "electronics": ["lightgcn", "freedom"]})
-    epochs: dict[str, int] = field(default_factory=lambda: {"baby": 3, "electronics": 2})
+    epochs: dict[str, int] = field(default_factory=lambda: {"small": 3, "baby": 3, "electronics": 2})
     params: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(MMREC_FIRST_GRID))
     work: str = "/tmp/raymmrec-bench"
     num_threads: int = 0                    # 0: torch's default (all cores)
     eval_batch_size: int = 4096
+    mmrec_src: str = ""                     # MMRec's src/: also time MMRec itself now, same data and threads
     out: str = ""                           # also write the rows as JSON here
 
 
@@ -101,6 +103,16 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
     }
 
 
+def time_mmrec(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, float]:
+    """MMRec's own medians on the same folder, hyper-parameters and thread count, measured now."""
+    from mmrec_runner import epoch_timings, run_mmrec
+
+    config = {"seed": [999], "epochs": cfg.epochs[size] + 1, **{k: [v] for k, v in cfg.params.get(model, {}).items()}}
+    run = run_mmrec(cfg.mmrec_src, model, mmrec_folder(size, Path(cfg.work)), config, Path(cfg.work),
+                    threads=cfg.num_threads or os.cpu_count() or 1)
+    return {**{f"mmrec_{k}": v for k, v in epoch_timings(run.log).items()}, "mmrec_peak_rss_gb": run.peak_rss_gb}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Our figures next to MMRec's (Baby) as a fixed-width text table."""
     out = []
@@ -115,6 +127,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             "speed-up": f"{theirs / ours:.1f}×" if mm else "-", "load s": f"{r['load_s']:.1f}",
             "build s": f"{r['build_s']:.1f}", "peak RSS GB": f"{r['peak_rss_gb']:.2f}",
             "MMRec RSS GB": f"{mm[3]:.2f}" if mm else "-", "load avg": f"{r.get('load_avg', float('nan')):.1f}"})
+        if "mmrec_epoch_s" in r:   # MMRec measured in this run, under the same load
+            out[-1].update({"MMRec now ep+eval s": f"{r['mmrec_epoch_s']:.2f}",
+                            "speed-up now": f"{r['mmrec_epoch_s'] / ours:.1f}×",
+                            "MMRec now RSS GB": f"{r['mmrec_peak_rss_gb']:.2f}"})
     return format_table(out)
 
 
@@ -138,6 +154,8 @@ def main(argv: list[str]) -> None:
                 print(f"  failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
                 continue
             rows.append(json.loads(found[0][len("RESULT "):]))
+            if cfg.mmrec_src and size in ("small", "baby"):
+                rows[-1].update(time_mmrec(size, model, cfg))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
