@@ -2,18 +2,14 @@
 
     python bench/mmrec_parity.py mmrec_src=/path/to/MMRec/src [models='[lightgcn, freedom]'] [seeds='[999, 1, 2]']
 
-MMRec runs unmodified (its `quick_start`) in a subprocess with two shims for today's numpy / scipy
-(`dok_matrix._update`, the removed `np.float` aliases) and a stand-in for its unused `lmdb` import.
-Both sides run single-threaded (fair, and robust on shared cores). The table gives each side's mean test
-Recall@20 / NDCG@20 at its best validation epoch over the seeds and the relative difference.
+MMRec runs unmodified through bench/mmrec_runner.py. Both sides run single-threaded (fair, and robust
+on shared cores). The table gives each side's mean test Recall@20 / NDCG@20 at its best validation
+epoch over the seeds and the relative difference.
 """
 from __future__ import annotations
 
 import json
-import os
-import re
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,25 +17,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmrec_runner import run_mmrec, test_metrics_per_seed  # noqa: E402  (bench/ is the script's folder)
+
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import ConfigError, exit_on_user_error  # noqa: E402
 from raymmrec.recsys.report import format_table  # noqa: E402
-
-MMREC_NAMES = {"bpr": "BPR", "lightgcn": "LightGCN", "vbpr": "VBPR", "freedom": "FREEDOM"}
-RUNNER = '''
-import json, os, sys
-sys.path.insert(0, os.getcwd())
-import numpy as np
-import scipy.sparse as sp
-if not hasattr(sp.dok_matrix, "_update"):
-    sp.dok_matrix._update = lambda self, data: self._dict.update(data)
-for alias, real in (("float", float), ("int", int), ("bool", bool)):
-    if alias not in np.__dict__:
-        setattr(np, alias, real)
-sys.modules.setdefault("lmdb", type(sys)("lmdb"))
-from utils.quick_start import quick_start
-quick_start(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), save_model=False)
-'''
 
 
 @dataclass
@@ -77,35 +59,13 @@ def _mmrec_folder(cfg: ParityConfig) -> Path:
     return folder
 
 
-def _parse_mmrec(log: str) -> dict[int, dict[str, float]]:
-    """seed → MMRec's test metrics at its best validation epoch, from the 'All Over' summary."""
-    out = {}
-    summary = log.split("All Over", 1)[-1]
-    for m in re.finditer(r"Parameters: \[[^\]]*\]=\((\d+)[^)]*\),\s*best valid: .*?best test: ([^\n]*)", summary, re.S):
-        out[int(m.group(1))] = {k: float(v) for k, v in re.findall(r"([a-z]+@\d+): ([0-9.]+)", m.group(2))}
-    return out
-
-
-def run_mmrec(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
+def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
     """Train `model` with MMRec over all seeds; its test metrics per seed."""
-    dataset_yaml = Path(cfg.mmrec_src) / "configs" / "dataset" / "parity.yaml"
-    dataset_yaml.write_text("USER_ID_FIELD: userID\nITEM_ID_FIELD: itemID\nTIME_FIELD: timestamp\n"
-                            "filter_out_cod_start_users: True\ninter_file_name: 'parity.inter'\n"
-                            "vision_feature_file: 'image_feat.npy'\ntext_feature_file: 'text_feat.npy'\n"
-                            "field_separator: \"\\t\"\n")
-    runner = Path(cfg.work) / "run_mmrec.py"
-    runner.write_text(RUNNER)
-    config = {"gpu_id": 0, "use_gpu": False, "data_path": str(folder.parent) + "/", "seed": cfg.seeds,
-              "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
+    config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
               "stopping_step": cfg.patience, **{k: [v] for k, v in cfg.params.get(model, {}).items()}}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(runner), MMREC_NAMES[model], "parity", json.dumps(config)],
-                          cwd=cfg.mmrec_src, env=env, capture_output=True, text=True)
-    (Path(cfg.work) / f"mmrec-{model}.log").write_text(proc.stdout + proc.stderr)
-    results = _parse_mmrec(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or len(results) != len(cfg.seeds):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"MMRec {model} failed (exit {proc.returncode}): {tail}")
+    results = test_metrics_per_seed(run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work)).output)
+    if len(results) != len(cfg.seeds):
+        raise RuntimeError(f"MMRec {model}: found results for seeds {sorted(results)}, expected {cfg.seeds}")
     return results
 
 
@@ -132,7 +92,7 @@ def main(argv: list[str]) -> None:
     folder = _mmrec_folder(cfg)
     rows = []
     for model in cfg.models:
-        theirs, ours = run_mmrec(cfg, model, folder), run_ours(cfg, model, folder)
+        theirs, ours = run_mmrec_seeds(cfg, model, folder), run_ours(cfg, model, folder)
         row: dict[str, Any] = {"model": model, "seeds": len(cfg.seeds)}
         for metric in ("recall@20", "ndcg@20"):
             a = [theirs[s][metric] for s in cfg.seeds]

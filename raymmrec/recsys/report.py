@@ -37,8 +37,8 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A fixed-width text table (floats with 4 decimals)."""
     if not rows:
         return "(no rows)"
-    cols = list(rows[0])
-    cells = [[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    cols = list(dict.fromkeys(c for r in rows for c in r))     # every column, in order of appearance
+    cells = [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
     out = [line, "  ".join("-" * w for w in widths)]
