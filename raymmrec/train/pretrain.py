@@ -105,7 +105,8 @@ def check_config(cfg: PretrainConfig) -> None:
             raise ConfigError(f"config key 'losses.{key}' must be in (0, 1), got {getattr(cfg.losses, key)}")
     build_ds_config(cfg.deepspeed, cfg.optim, cfg.data.batch_size, cfg.max_steps, on_gpu=cfg.use_gpu is not False)
     create_preprocess(cfg.encoder_config())
-    detect_format(cfg.data.source)
+    if cfg.data.source:
+        detect_format(cfg.data.source)
 
 
 def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -118,9 +119,9 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
 
     t0 = time.perf_counter()
     cfg = copy.deepcopy(cfg)    # the source and repeat resolved below are this run's, not the caller's
+    check_config(cfg)
     if not cfg.data.source:
         cfg.data.source = default_source(cfg)
-    check_config(cfg)
     if not cfg.data.repeat:
         cfg.data.repeat = auto_repeat(cfg)
     init_ray(cfg.ray)
