@@ -146,12 +146,12 @@ MODALITIES = {"clip": ["text", "image"], "cliper": ["text", "image"], "beit3": [
 
 
 def preprocess_memory(source: EncoderSource, inf: InferenceConfig) -> int:
-    """Bytes a preprocessing task holds: a worker with torch / open_clip loaded (~0.6 GiB measured) plus its batch
-    of float pixels twice (the transform outputs and the stacked array)."""
+    """Bytes a preprocessing task holds: a worker with torch / open_clip loaded (Ray Data measured 0.55–0.6 GiB and
+    asked for ~0.7) plus its batch of float pixels twice (the transform outputs and the stacked array)."""
     from raymmrec.encoders import create_preprocess
 
     size = create_preprocess(source.config).image_size
-    return int(2 * inf.preprocess_batch_size * 3 * size * size * 4 + (640 << 20))
+    return int(2 * inf.preprocess_batch_size * 3 * size * size * 4 + (768 << 20))
 
 
 def run_inference(items_path: Path, n_items: int, source: EncoderSource, plan: TextPlan, cfg: FeaturesConfig,

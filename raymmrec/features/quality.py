@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow.compute as pc
@@ -140,14 +141,17 @@ def item_cf_targets(train: sp.csr_matrix, block_size: int) -> np.ndarray:
     return target
 
 
-def recall_at(queries: np.ndarray, targets: np.ndarray, items: np.ndarray, exclude: sp.csr_matrix | None,
-              ks: list[int], block_size: int) -> dict[int, float]:
-    """Share of queries whose target ranks in the top K of cosine similarity (ties broken by item id)."""
-    q = _unit(queries)
+def recall_at(queries: np.ndarray | Callable[[slice], np.ndarray], targets: np.ndarray, items: np.ndarray,
+              exclude: sp.csr_matrix | None, ks: list[int], block_size: int) -> dict[int, float]:
+    """Share of queries whose target ranks in the top K of cosine similarity (ties broken by item id).
+
+    `queries` is an array or a function giving the query vectors of a slice of the queries (built per block).
+    """
+    rows_of = queries if callable(queries) else (lambda rows: queries[rows])
     hits = {k: 0 for k in ks}
     ids = np.arange(items.shape[0])
-    for rows in blocks(len(q), block_size):
-        scores = q[rows] @ items.T
+    for rows in blocks(len(targets), block_size):
+        scores = _unit(np.asarray(rows_of(rows), np.float32)) @ items.T
         if exclude is not None:
             block = exclude[rows].tocoo()
             scores[block.row, block.col] = -np.inf
@@ -156,7 +160,7 @@ def recall_at(queries: np.ndarray, targets: np.ndarray, items: np.ndarray, exclu
         rank = (scores > ts).sum(axis=1) + ((scores == ts) & (ids[None, :] < t[:, None])).sum(axis=1)
         for k in ks:
             hits[k] += int((rank < k).sum())
-    return {k: hits[k] / max(len(q), 1) for k in ks}
+    return {k: hits[k] / max(len(targets), 1) for k in ks}
 
 
 def zero_shot_recall(features: np.ndarray, history: sp.csr_matrix, target: np.ndarray, ks: list[int],
@@ -164,12 +168,12 @@ def zero_shot_recall(features: np.ndarray, history: sp.csr_matrix, target: np.nd
     """User = mean of history features; candidates exclude the history except the target itself."""
     users = np.flatnonzero(target >= 0)
     hist = history[users]
-    counts = np.asarray(hist.sum(axis=1))
-    queries = np.asarray(hist @ features) / np.maximum(counts, 1.0)
+    counts = np.maximum(np.asarray(hist.sum(axis=1)), 1.0)
     h = hist.tocoo()
     keep = h.col != target[users][h.row]
     exclude = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (h.row[keep], h.col[keep])), shape=hist.shape)
-    return recall_at(queries, target[users], features, exclude, ks, block_size)
+    return recall_at(lambda rows: (hist[rows] @ features) / counts[rows], target[users], features, exclude, ks,
+                     block_size)
 
 
 def item_cf_recall(features: np.ndarray, target: np.ndarray, ks: list[int], block_size: int) -> dict[int, float]:
