@@ -25,12 +25,14 @@ def _free_port() -> int:
 def ray_head():
     """A private `ray start --head --block` in its own process group, torn down by signalling that group."""
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")   # short: Ray's socket paths have a length limit
-    port, dash = _free_port(), _free_port()
+    # Every port of its own: another local Ray (the suite's `ray_local`) already holds the default agent ports.
+    port, dash, agent, agent_grpc, metrics = (_free_port() for _ in range(5))
     env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 180
@@ -67,7 +69,7 @@ def test_tune_job_submitted_to_local_head(ray_head, tmp_path):
            "spaces={bpr: {reg_weight: {grid: [0.001, 0.0001]}}}", "search.grace_period=1",
            f"output={tmp_path / 'tune'}", "name=submitted", f"tracking.root={tmp_path}",
            f"synth_size=tiny", "search.report_every_s=5"]
-    for _ in range(30):   # the head's job agent comes up a little after its dashboard answers
+    for _ in range(15):   # the head's job agent comes up a little after its dashboard answers
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if "No available agent" not in done.stdout + done.stderr:
             break
