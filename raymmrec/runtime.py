@@ -38,6 +38,9 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         address = cfg.address or os.environ.get("RAY_ADDRESS", "")
         if address:
             kwargs.pop("include_dashboard")
+            # Under `ray job submit` the job's runtime env already carries the environment to every worker,
+            # and Ray refuses to merge a second one that sets the same variables.
+            kwargs["runtime_env"] = {"env_vars": dict(cfg.env_vars)} if cfg.env_vars else None
             ray.init(address=address, **kwargs)
         else:
             if cfg.num_cpus is not None:
