@@ -12,7 +12,8 @@ from raymmrec.recsys.trainer import TrainerConfig, load_trained_model, train_mod
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")
-    ds = generate_dataset(SynthConfig(size="tiny", seed=3), root / "data")
+    # 'small', not 'tiny': tiny has ~80 cold items and ~20 users with a cold target, too few to tell signal from luck
+    ds = generate_dataset(SynthConfig(size="small", seed=3), root / "data")
     data = InteractionData.load(ds.root, "raw")
     res = train_model("vbpr", {}, TrainerConfig(epochs=4, batch_size=256, patience=5), data,
                       checkpoint_dir=root / "ckpt")
@@ -58,7 +59,7 @@ def test_cold_start_list_finds_held_out_cold_items_better_than_chance(trained, r
         hits += len(set(row["cold_items"]) & set(targets)) / len(targets)
         chance += min(k / max(int(cold.sum()) - len(set(data.train[u].indices) & set(np.flatnonzero(cold))), 1), 1.0)
     assert chance > 0
-    assert hits > 2 * chance
+    assert hits > 4 * chance          # the planted clusters make content a strong cold-start signal
 
 
 def test_recommend_bad_input(trained, tmp_path):
