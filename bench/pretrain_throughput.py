@@ -104,12 +104,18 @@ def main(argv: list[str]) -> None:
         data = root / "synth-tiny"
         if not (data / "items.parquet").is_file():
             generate_dataset(SynthConfig(size="tiny", seed=0), data)
-        table = [bench_one(size, w, bc, root, str(data)) for size in bc.sizes for w in bc.workers]
-    cols = list(table[0])
-    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in cols]
+        table = []
+        for size in bc.sizes:
+            for w in bc.workers:
+                try:
+                    table.append(bench_one(size, w, bc, root, str(data)))
+                except Exception as exc:  # noqa: BLE001 - one failed run (e.g. OOM on a shared box) is a row too
+                    table.append({"size": size, "workers": w, "error": str(exc).strip().splitlines()[0][:120]})
+    cols = list(dict.fromkeys(c for r in table for c in r))
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in table)) for c in cols]
     print("\n" + "  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     for r in table:
-        print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths)))
+        print("  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(cols, widths)))
     print(f"\nCPU only ({psutil.cpu_count()} cores), shared with other jobs: load average shown per run.")
 
 

@@ -113,7 +113,7 @@ def read_raw_pairs(cfg: PairDataConfig):
         raise DataError(f"pair source '{cfg.source}' looks like {fmt}, but data.format is {cfg.format}")
     fields = list(cfg.text_fields)
     if fmt == "items":
-        cols = ["asin", "title", "brand", "categories", "description", "image", "image_bytes"]
+        cols = ["item", "asin", "title", "brand", "categories", "description", "image", "image_bytes"]
         ds = ray.data.read_parquet(files, columns=cols)
         root = str(Path(files[0]).parent)
         return ds.map_batches(_items_to_raw, fn_kwargs={"root": root, "fields": fields}, batch_format="pyarrow",
@@ -157,7 +157,8 @@ def _image_from_ref(ref: Any, root: Path) -> bytes | None:
 def _items_to_raw(table, root: str, fields: list[str]):
     rows = table.to_pylist()
     images = [r["image_bytes"] or _image_from_ref(r["image"], Path(root)) for r in rows]
-    return _raw_table([str(r["asin"]) for r in rows], [item_text(r, fields) for r in rows], images)
+    keys = [str(r["asin"] if r["asin"] is not None else r["item"]) for r in rows]
+    return _raw_table(keys, [item_text(r, fields) for r in rows], images)
 
 
 def _jsonl_to_raw(table, fields: list[str]):

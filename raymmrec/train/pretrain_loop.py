@@ -95,20 +95,13 @@ def _report(engine, metrics: dict[str, float], step: int, position: tuple[int, i
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def train_worker(args: dict[str, Any]) -> None:
-    """Ray Train entry point: build the model on this worker, resume if a checkpoint exists, train to max_steps."""
-    import ray.train
-
-    from raymmrec import tracking
+def build_engine(cfg: Any, rank: int, world: int, on_gpu: bool):
+    """The encoder + objective heads of `cfg` as a DeepSpeed engine; returns (engine, its DeepSpeed config)."""
     from raymmrec.encoders import create_encoder
-    from raymmrec.train.deepspeed_setup import build_ds_config, create_engine, select_accelerator
+    from raymmrec.train.deepspeed_setup import build_ds_config, create_engine
     from raymmrec.train.objectives import PatchTeacher, PretrainModel, objective_parts
 
-    on_gpu = select_accelerator()
-    cfg = args["cfg"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    # every rank builds identical initial weights: ZeRO keeps each rank's own partition of them
+    # the same seed everywhere keeps runs reproducible; DeepSpeed also broadcasts rank 0's initial weights
     torch.manual_seed(cfg.seed)
     encoder = create_encoder(cfg.encoder_config())
     _, uses_ica = objective_parts(cfg.objective)
@@ -119,6 +112,21 @@ def train_worker(args: dict[str, Any]) -> None:
     engine = create_engine(model, ds_config, cfg.optim.weight_decay)
     if teacher is not None:
         teacher.to(engine.device)
+    return engine, ds_config
+
+
+def train_worker(args: dict[str, Any]) -> None:
+    """Ray Train entry point: build the model on this worker, resume if a checkpoint exists, train to max_steps."""
+    import ray.train
+
+    from raymmrec import tracking
+    from raymmrec.train.deepspeed_setup import select_accelerator
+
+    on_gpu = select_accelerator()
+    cfg = args["cfg"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    engine, ds_config = build_engine(cfg, rank, world, on_gpu)
     dtype = _compute_dtype(ds_config)
     epoch, skip = _restore(engine, args.get("resume_from", ""))
     step = int(engine.global_steps)
