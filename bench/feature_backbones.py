@@ -72,7 +72,9 @@ def main(argv: list[str]) -> None:
             t0 = time.perf_counter()
             result = train_model(m, cfg.params.get(m, {}), cfg.trainer, data)
             row = {"model": m, "set": s, "test_recall@20": result.test_at_best["recall@20"],
-                   "test_ndcg@20": result.test_at_best["ndcg@20"], "valid_recall@20": result.best_valid["recall@20"],
+                   "test_ndcg@20": result.test_at_best["ndcg@20"],
+                   "test_cold_recall@20": result.test_at_best.get("cold_recall@20", float("nan")),
+                   "valid_recall@20": result.best_valid["recall@20"],
                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop": result.stop_reason,
                    "seconds": round(time.perf_counter() - t0, 1), "trainer": trainer_key}
             rows.append(row)
@@ -82,6 +84,8 @@ def main(argv: list[str]) -> None:
     rows = [r for r in rows if r["trainer"] == trainer_key]
     print("\ntest Recall@20 at the best validation epoch\n")
     print(_table(rows, cfg.sets, cfg.models, cfg.labels, "test_recall@20"))
+    print("\ntest Recall@20 on cold-item targets (< 5 training interactions)\n")
+    print(_table(rows, cfg.sets, cfg.models, cfg.labels, "test_cold_recall@20"))
     qrows = [{"model": p, "set": s, "v": quality[s][p]} for s in cfg.sets for p in ("zero_shot", "item_cf")]
     print("\nfeature quality (AlignRec protocols, R@20)\n")
     print(_table(qrows, cfg.sets, ["zero_shot", "item_cf"], cfg.labels, "v"))
