@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
+	# torchscale: the reference BEiT3 our multiway encoder is tested against. No deps: it pins timm 0.6,
+	# which open_clip has outgrown, and only its model code (plus fairscale's wrappers) is needed.
+	$(PY) -m pip install -q --no-deps --no-build-isolation torchscale==0.3.0 fairscale==0.4.0
 	$(PY) -c "import torch, torchvision, open_clip, ray, deepspeed, mlflow, torch_geometric, transformers; print('environment ok: torch', torch.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
