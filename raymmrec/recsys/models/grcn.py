@@ -20,7 +20,7 @@ from torch import nn
 from raymmrec.recsys.edge_weighted_graph import EdgeWeightedGraph
 from raymmrec.recsys.graphs import bipartite_adjacency
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
+from raymmrec.recsys.losses import stacked_bpr_with_id_reg
 from raymmrec.recsys.modal_branches import VISUAL, mmrec_modality_order
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
@@ -87,12 +87,7 @@ class GRCN(Recommender):
         return rep[: self.n_users], rep[self.n_users:]
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        rep = self._representation()
-        u = rep[batch.users]
-        pos, neg = rep[batch.pos_items + self.n_users], rep[batch.neg_items + self.n_users]
-        loss = bpr_logsigmoid_loss(dot_scores(u, pos), dot_scores(u, neg))
-        items = torch.cat([batch.pos_items, batch.neg_items]) + self.n_users
-        reg = self.id_embedding[batch.users].pow(2).mean() + self.id_embedding[items].pow(2).mean()
+        loss, reg = stacked_bpr_with_id_reg(self._representation(), self.id_embedding, batch, self.n_users)
         if VISUAL in self.preference:
             reg = reg + self.preference[VISUAL].pow(2).mean()
         reg = reg + sum(p[batch.users].pow(2).mean() for p in self.preference.values())
