@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MMREC_NAMES = {"bpr": "BPR", "lightgcn": "LightGCN", "vbpr": "VBPR", "freedom": "FREEDOM"}
+MMREC_NAMES.update({"lattice": "LATTICE", "bm3": "BM3", "mgcn": "MGCN"})
 _RUNNER = '''
 import json, os, resource, sys
 sys.path.insert(0, os.getcwd())
@@ -28,6 +29,13 @@ for alias, real in (("float", float), ("int", int), ("bool", bool)):
     if alias not in np.__dict__:
         setattr(np, alias, real)
 sys.modules.setdefault("lmdb", type(sys)("lmdb"))
+import torch
+torch.Tensor.cuda = lambda self, *a, **k: self   # LATTICE / MGCN move their graphs with .cuda()
+if "torch_scatter" not in sys.modules:          # MGCN's sparse Laplacian imports it for one scatter_add
+    scatter = type(sys)("torch_scatter")
+    scatter.scatter_add = lambda src, index, dim=-1, out=None, dim_size=None: torch.zeros(
+        int(index.max()) + 1 if dim_size is None else dim_size, dtype=src.dtype).index_add(0, index, src)
+    sys.modules["torch_scatter"] = scatter
 from utils.quick_start import quick_start
 quick_start(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), save_model=False)
 print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
