@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -31,8 +32,7 @@ HIDDEN = 256   # MMRec: Linear(feat → 4·64) then Linear(4·64 → 64)
 
 @dataclass
 class DualGNNConfig(ModelConfig):
-    """DualGNN hyper-parameters (MMRec hard-codes embedding_size 64). MMRec's grid also searches
-    lr {0.1, 0.01, 1e-3, 1e-4, 1e-5}."""
+    """DualGNN hyper-parameters (MMRec hard-codes embedding_size 64)."""
 
     reg_weight: float = 1e-4
     user_topk: int = 200            # co-users kept per user by preprocessing
@@ -49,6 +49,8 @@ class DualGNN(Recommender):
     """Modality GCNs with learned per-user modality weights and co-occurrence user smoothing."""
 
     Config = DualGNNConfig
+    # MMRec's lr grid: a trainer field, tuned alongside the config's own space.
+    trainer_search_space: ClassVar[dict[str, dict[str, list]]] = {"lr": {"grid": [0.1, 0.01, 1e-3, 1e-4, 1e-5]}}
     needs_features = True
 
     def __init__(self, config: DualGNNConfig, data: InteractionData) -> None:

@@ -12,6 +12,7 @@ nrm(P); it is left out. Attention, softmax and weighted sums run on torch sparse
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,7 @@ from raymmrec.recsys.sampling import Batch
 
 @dataclass
 class GRCNConfig(ModelConfig):
-    """GRCN hyper-parameters; latent_embedding is d_C of the content GCNs. MMRec's grid also searches
-    lr {1, 0.1, 0.01, 1e-3, 1e-4}."""
+    """GRCN hyper-parameters; latent_embedding is d_C of the content GCNs."""
 
     latent_embedding: int = 64
     reg_weight: float = 1e-4
@@ -45,6 +45,8 @@ class GRCN(Recommender):
     """Graph-refined convolution: modality attention prunes and weights the user–item edges."""
 
     Config = GRCNConfig
+    # MMRec's lr grid: a trainer field, tuned alongside the config's own space.
+    trainer_search_space: ClassVar[dict[str, dict[str, list]]] = {"lr": {"grid": [1.0, 0.1, 0.01, 1e-3, 1e-4]}}
     needs_features = True
 
     def __init__(self, config: GRCNConfig, data: InteractionData) -> None:

@@ -19,11 +19,13 @@ backbone) and the authors' code (github.com/zxy-ml84/MMGCL, models/mmgcl.py, con
 - Where the code departs from the paper it is not followed: it contrasts users with items of the
   *same* view twice (so the masking view and the computed hard-negative term never reach the loss),
   and its "text" masking branch encodes the image input. Hyper-parameters are the code's yaml
-  (α 0.4, τ 0.2, ρ 0.05, mask_p 0.4/0.4/0.2 for image/text/audio); the search space is ours.
+  (α 0.4, τ 0.2, ρ 0.05, mask_p 0.4/0.4/0.2 for image/text/audio); the code publishes no grid, so the
+  search space around them is ours (lr: P-LMM's grid).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -98,6 +100,8 @@ class MMGCL(Recommender):
     """Modality LightGCN branches trained with BPR plus edge-dropout / modality-masking contrast."""
 
     Config = MMGCLConfig
+    # P-LMM's (WSDM'24) lr grid for its MMGCL runs: a trainer field, tuned alongside the config's own space.
+    trainer_search_space: ClassVar[dict[str, dict[str, list]]] = {"lr": {"grid": [1e-5, 3e-5, 5e-5, 1e-4, 1e-3]}}
     needs_features = True
 
     def __init__(self, config: MMGCLConfig, data: InteractionData) -> None:

@@ -8,6 +8,7 @@ tables P_m are plain tensors that never train (buffers here), so the λ term shi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,7 +33,7 @@ class MMGCNConfig(ModelConfig):
 
     `image` (MMRec's visual slot) enters through Linear(dim → latent_dim); other modalities enter raw,
     as MMRec's text does, unless wider than `raw_max_dim` (then projected too, which keeps the untrained
-    n_users × dim preference table small). MMRec's grid also searches lr {1e-4, 5e-4, 1e-3, 5e-3, 1e-2}.
+    n_users × dim preference table small).
     """
 
     reg_weight: float = 1e-4
@@ -84,6 +85,8 @@ class MMGCN(Recommender):
     """Modality-specific message passing with an (untrained) ID embedding added in every layer."""
 
     Config = MMGCNConfig
+    # MMRec's lr grid: a trainer field, tuned alongside the config's own space.
+    trainer_search_space: ClassVar[dict[str, dict[str, list]]] = {"lr": {"grid": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2]}}
     needs_features = True
 
     def __init__(self, config: MMGCNConfig, data: InteractionData) -> None:

@@ -12,6 +12,7 @@ level); with one, only the fine level remains (MMRec's kwai branch).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,7 @@ from raymmrec.recsys.sampling import Batch
 
 @dataclass
 class SLMRecConfig(ModelConfig):
-    """SLMRec hyper-parameters (MMRec: recdim = embedding_size, layer_num = n_layers). MMRec's grid also
-    searches lr {1e-4, 1e-3, 1e-2, 0.1}."""
+    """SLMRec hyper-parameters (MMRec: recdim = embedding_size, layer_num = n_layers)."""
 
     n_layers: int = 3
     temp: float = 0.2
@@ -46,6 +46,8 @@ class SLMRec(Recommender):
     """Modality LightGCN branches fused linearly; contrastive main loss plus fine-and-coarse alignment."""
 
     Config = SLMRecConfig
+    # MMRec's lr grid: a trainer field, tuned alongside the config's own space.
+    trainer_search_space: ClassVar[dict[str, dict[str, list]]] = {"lr": {"grid": [1e-4, 1e-3, 1e-2, 0.1]}}
     needs_features = True
     uses_negatives = False
 
