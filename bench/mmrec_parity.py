@@ -34,7 +34,9 @@ class ParityConfig:
     models: list[str] = field(default_factory=lambda: ["bpr", "lightgcn", "vbpr", "freedom"])
     params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "bpr": {"reg_weight": 1e-4}, "lightgcn": {"n_layers": 2, "reg_weight": 1e-4}, "vbpr": {"reg_weight": 1e-4},
-        "freedom": {"dropout": 0.8, "reg_weight": 1e-4}})
+        "freedom": {"dropout": 0.8, "reg_weight": 1e-4},
+        "lattice": {"reg_weight": 1e-4}, "bm3": {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.3},
+        "mgcn": {"cl_loss": 1e-3}})
     seeds: list[int] = field(default_factory=lambda: [999, 1, 2])
     epochs: int = 60
     batch_size: int = 512
@@ -61,8 +63,10 @@ def _mmrec_folder(cfg: ParityConfig) -> Path:
 
 def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
     """Train `model` with MMRec over all seeds; its test metrics per seed."""
+    params = cfg.params.get(model, {})
+    # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to ours (seed is added by MMRec)
     config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
-              "stopping_step": cfg.patience, **{k: [v] for k, v in cfg.params.get(model, {}).items()}}
+              "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
     results = test_metrics_per_seed(run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work)).output)
     if len(results) != len(cfg.seeds):
         raise RuntimeError(f"MMRec {model}: found results for seeds {sorted(results)}, expected {cfg.seeds}")

@@ -125,3 +125,14 @@ def test_training_from_an_object_ref(ray_local):
 
     graphs, summary = ray_local.get(trial.remote(ref))
     assert graphs == 2 and summary["epochs_run"] == 1 and summary["best_valid"]["recall@20"] > 0
+
+
+def test_model_trainer_defaults_fill_only_fields_left_at_the_global_default():
+    from raymmrec.recsys.registry import get_model
+    from raymmrec.recsys.trainer import with_model_defaults
+
+    lattice = get_model("lattice").model_cls
+    assert with_model_defaults(lattice, TrainerConfig()).lr_scheduler == [0.96, 50.0]      # MMRec's LATTICE yaml
+    assert with_model_defaults(lattice, TrainerConfig(lr_scheduler=[0.5, 10.0])).lr_scheduler == [0.5, 10.0]
+    assert with_model_defaults(get_model("alignrec").model_cls, TrainerConfig(patience=5)).patience == 5
+    assert with_model_defaults(get_model("bpr").model_cls, TrainerConfig()) == TrainerConfig()

@@ -15,6 +15,14 @@ def test_models_bring_their_own_space_and_yaml_replaces_it():
     assert spaces["lightgcn"] == {"n_layers": {"grid": [1, 2]}}
 
 
+def test_a_models_trainer_grid_joins_its_space_as_trainer_keys():
+    # MMRec's LATTICE yaml searches learning_rate next to reg_weight: 4 x 4 trials
+    space = model_space("lattice")
+    assert space["trainer.lr"] == {"grid": [1e-4, 5e-4, 1e-3, 5e-3]} and "reg_weight" in space
+    assert expected_trials(space, "grid", 1) == 16
+    assert "trainer.lr" not in model_space("lattice", {"reg_weight": {"grid": [0.0]}})   # YAML replaces it all
+
+
 def test_grid_algorithm_crosses_grids_and_samples_the_rest():
     space = model_space("lightgcn", {"n_layers": {"grid": [1, 2, 3]}, "reg_weight": {"loguniform": [1e-6, 1e-2]},
                                      "trainer.lr": {"choice": [0.01, 0.001]}, "embedding_size": {"randint": [8, 16]}})

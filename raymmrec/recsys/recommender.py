@@ -38,6 +38,10 @@ class Recommender(nn.Module):
     uses_negatives: ClassVar[bool] = True      # False: batches carry no negatives (BM3)
     needs_features: ClassVar[bool] = False      # True: refuses data without item features
     name: ClassVar[str] = ""                    # set by @register_model
+    # MMRec's per-model yaml: trainer settings the model trains with unless the run sets them (e.g. lr_scheduler),
+    # and trainer fields its grid searches (e.g. lr), as `trainer.<field>` keys of the tune space
+    trainer_defaults: ClassVar[dict[str, Any]] = {}
+    trainer_search_space: ClassVar[dict[str, dict[str, list]]] = {}
 
     def __init__(self, config: ModelConfig, data: InteractionData) -> None:
         super().__init__()

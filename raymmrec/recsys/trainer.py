@@ -5,7 +5,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -111,6 +111,13 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
     return config_hash(ident)
 
 
+def with_model_defaults(model_cls: type[Recommender], cfg: TrainerConfig) -> TrainerConfig:
+    """`cfg` with the model's `trainer_defaults` on every field that `cfg` leaves at TrainerConfig's default."""
+    base = TrainerConfig()
+    over = {k: v for k, v in model_cls.trainer_defaults.items() if getattr(cfg, k) == getattr(base, k)}
+    return replace(cfg, **over) if over else cfg
+
+
 def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
                 data: InteractionData | Any, report: ReportFn | None = None,
                 checkpoint_dir: str | Path | None = None, resume: bool = True,
@@ -125,6 +132,7 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
     `wrap_model(backbone)` replaces the built backbone by the module trained (end-to-end training wraps it
     with its encoder); the optimizer takes that module's `param_groups(lr)`.
     """
+    trainer_cfg = with_model_defaults(get_model(model_name).model_cls, trainer_cfg)
     _check_trainer_config(trainer_cfg)
     threads = torch.get_num_threads()
     if trainer_cfg.num_threads > 0:

@@ -22,7 +22,11 @@ def model_space(model: str, override: Mapping[str, Any] | None = None,
                 fixed: Mapping[str, Any] | None = None) -> Space:
     """The checked search space of `model`: `override` replaces the config's own; `fixed` keys are removed."""
     spec = get_model(model)
-    raw = dict(spec.config_cls.search_space() if override is None else override)
+    if override is None:
+        raw = {**spec.config_cls.search_space(),
+               **{TRAINER_PREFIX + k: v for k, v in spec.model_cls.trainer_search_space.items()}}
+    else:
+        raw = dict(override)
     own = {k: v for k, v in raw.items() if not k.startswith(TRAINER_PREFIX)}
     trainer = {k[len(TRAINER_PREFIX):]: v for k, v in raw.items() if k.startswith(TRAINER_PREFIX)}
     space = check_search_space(spec.config_cls, own, spec.name)
