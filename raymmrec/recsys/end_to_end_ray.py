@@ -129,7 +129,9 @@ def ete_worker(args: dict[str, Any]) -> None:
     sampler = BPRSampler(data, tcfg.batch_size, tcfg.seed, model.uses_negatives, device)
     progress = TrainingProgress(tcfg)
     keep = Path(tempfile.mkdtemp(prefix="raymmrec-ete-best-"))   # this worker's best.pt between checkpoints
-    parts = {"backbone": model.backbone, "optimizer": optimizer, "scheduler": scheduler, "sampler": sampler}
+    # client-state keys DeepSpeed does not use itself (it drops 'optimizer', 'lr_scheduler', ... on load)
+    parts = {"backbone": model.backbone, "backbone_optimizer": optimizer, "backbone_scheduler": scheduler,
+             "bpr_sampler": sampler}
     if _restore(engine, parts, progress, keep) and rank == 0:
         say(f"resumed after epoch {progress.epoch}")
         if args["run_id"]:
