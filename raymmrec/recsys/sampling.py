@@ -25,11 +25,9 @@ class Batch:
         return len(self.users)
 
     def shard(self, rank: int, world: int) -> tuple["Batch", float]:
-        """This rank's contiguous part of the batch and its loss weight (its share of the rows times `world`).
-
-        Weighted so that the mean over ranks of the weighted losses is the loss of the whole batch; a rank left
-        without rows (a batch smaller than `world`) takes row 0 at weight 0, so every rank still steps.
-        """
+        """This rank's contiguous part of the batch and its loss weight (its share of the rows times `world`)."""
+        # The mean over ranks of the weighted losses is the whole batch's loss; a rank left without rows (a batch
+        # smaller than `world`) takes row 0 at weight 0, so every rank still steps (DeepSpeed's collectives).
         n = len(self)
         lo, hi = rank * n // world, (rank + 1) * n // world
         weight = (hi - lo) * world / n

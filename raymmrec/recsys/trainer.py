@@ -137,11 +137,9 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
 
 
 class TrainingProgress:
-    """Where a run stands: epochs done, best epoch and its metrics, early stopping, history, why it stopped.
+    """Where a run stands: epochs done, best epoch and its metrics, early stopping, history, why it stopped."""
 
-    Both training loops (in-process and the Ray Train end-to-end one) feed it one epoch at a time, so the stopping
-    rules and the per-epoch record are the same everywhere.
-    """
+    # Both training loops (in-process and Ray Train end-to-end) feed it one epoch at a time: one set of stopping rules.
 
     def __init__(self, cfg: TrainerConfig) -> None:
         self.cfg = cfg
