@@ -37,8 +37,8 @@ RECOMMENDATIONS_SCHEMA = pa.schema([
 class RecommendConfig:
     """Where the model and data come from, how many items per user, where the Parquet goes."""
 
-    data: str = ""                 # dataset dir or MMRec folder the model was trained on
-    features: str = "raw"          # its feature set ("" for none)
+    data: str = ""                 # dataset dir or MMRec folder the model was trained on ('' = the checkpoint's)
+    features: str = "raw"          # its feature set ("" for none); an end-to-end checkpoint's own set wins
     checkpoint: str = ""           # a training checkpoint (best.pt) ...
     run_id: str = ""               # ... or an MLflow run whose artifacts hold checkpoint/best.pt
     k: int = 20
@@ -137,21 +137,31 @@ def resolve_checkpoint(cfg: RecommendConfig) -> str:
     raise ConfigError("recommend needs 'checkpoint' (a best.pt) or 'run_id' (an MLflow run with checkpoint/best.pt)")
 
 
+def trained_on(cfg: RecommendConfig, checkpoint: str) -> tuple[str, str]:
+    """(dataset dir, feature set) to score with: an end-to-end checkpoint names the set its encoder wrote."""
+    from raymmrec.recsys.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    data_dir = cfg.data or state.get("dataset", "")
+    if not data_dir:
+        raise ConfigError("recommend needs 'data': the dataset dir (or MMRec folder) the model was trained on")
+    return data_dir, state.get("feature_set") or cfg.features
+
+
 def recommend(cfg: RecommendConfig, out: Callable[[str], None] = print) -> Path:
     """Write top-K recommendations for every user to `<output>/` as Parquet; returns that folder."""
     import ray
 
     if cfg.k < 1 or cfg.cold_k < 0:
         raise ConfigError(f"recommend: k must be >= 1 and cold_k >= 0 (got k={cfg.k}, cold_k={cfg.cold_k})")
-    if not cfg.data:
-        raise ConfigError("recommend needs 'data': the dataset dir (or MMRec folder) the model was trained on")
     checkpoint = resolve_checkpoint(cfg)
-    data = InteractionData.load(cfg.data, cfg.features or None)
+    data_dir, features = trained_on(cfg, checkpoint)
+    data = InteractionData.load(data_dir, features or None)
     init_ray(cfg.ray)
     out_dir = Path(cfg.output)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    params = {"data": cfg.data, "features": cfg.features, "checkpoint": checkpoint, "k": cfg.k, "cold_k": cfg.cold_k}
+    params = {"data": data_dir, "features": features, "checkpoint": checkpoint, "k": cfg.k, "cold_k": cfg.cold_k}
     with tracking.job_run(cfg.tracking, "recommend", params, tags={"stage": "recommend"}):
         out(f"recommending top-{cfg.k} (+{cfg.cold_k} cold-start) for {data.n_users} users with {checkpoint}")
         ref = data.put()

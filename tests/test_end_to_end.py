@@ -1,11 +1,19 @@
 """End-to-end (ETE) training: the encoder re-embeds items in the loop and the recommendation loss updates it."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from ray_faults import kill_a_worker_once_checkpointed
 
 from raymmrec.data.synth import SynthConfig, generate_dataset
+from raymmrec.encoders import load_encoder
 from raymmrec.errors import ConfigError
-from raymmrec.recsys.end_to_end import EndToEndConfig, encode_all, encode_items, end_to_end_setup
+from raymmrec.features import read_manifest
+from raymmrec.recommend import RecommendConfig, read_recommendations, recommend
+from raymmrec.recsys.checkpoint import load_checkpoint
+from raymmrec.recsys.end_to_end import (EndToEndConfig, encode_all, encode_items, encoder_source, end_to_end_setup,
+                                        preprocess_dataset_items, text_plan)
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.sampling import BPRSampler
@@ -96,6 +104,79 @@ def test_job_with_paradigm_ete_and_unsupported_model(dataset_dir, tmp_path, mlfl
     assert any(line.startswith("resuming from") for line in lines) and again.checkpoint_dir == result.checkpoint_dir
     assert [r["epoch"] for r in again.history] == [1, 2]
     assert any(k.startswith("encoder.") for k in again.model.state_dict())
+    # the run's outputs for stages 3 and 5: a normal feature set, the encoder as a stage-2 dir, both named in best.pt
+    state = load_checkpoint(again.best_checkpoint)
+    assert state["paradigm"] == "ete" and state["feature_set"].startswith("ete-")
+    manifest = read_manifest(Path(dataset_dir) / "features" / state["feature_set"])
+    assert manifest["method"] == "ete" and manifest["modalities"] == ["text", "image"]
+    _assert_features_are_the_encoders(dataset_dir, state)
     cfg.model = "lightgcn"
     with pytest.raises(ConfigError, match="model 'lightgcn' does not support paradigm=ete"):
         train_backbone(cfg, out=lines.append)
+
+
+def _assert_features_are_the_encoders(dataset_dir, state) -> None:
+    """The published feature set is the published encoder's output (what the backbone was evaluated on)."""
+    encoder = load_encoder(state["encoder_dir"]).eval()
+    source = encoder_source(EndToEndConfig())
+    inputs = preprocess_dataset_items(dataset_dir, source.config, text_plan(EndToEndConfig(), "clip"), 161)
+    expected = encode_all(encoder, inputs)
+    data = InteractionData.load(dataset_dir, state["feature_set"])
+    for m in ("text", "image"):
+        np.testing.assert_allclose(data.features[m], expected[m].numpy(), atol=1e-5)
+
+
+def _ray_job(dataset_dir, out: Path, tracking, epochs: int, zero_stage: int) -> TrainBackboneConfig:
+    # reg_weight 0: VBPR's regulariser (norms over the batch) is the one term that does not split over rows
+    cfg = TrainBackboneConfig(model="vbpr", data=str(dataset_dir), paradigm="ete", params={"reg_weight": 0.0},
+                              end_to_end=EndToEndConfig(encoder_lr=1e-3, num_workers=2), output=str(out),
+                              trainer=TrainerConfig(epochs=epochs, **TRAINER), tracking=tracking)
+    cfg.end_to_end.deepspeed.zero_stage = zero_stage
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def in_process_run(dataset_dir):
+    """The same training in one process (torch Adam on both parts)."""
+    data, wrap = _setup(dataset_dir, encoder_lr=1e-3)
+    return train_model("vbpr", {"reg_weight": 0.0}, TrainerConfig(epochs=2, **TRAINER), data, wrap_model=wrap)
+
+
+def test_two_ray_train_workers_under_zero3_train_as_one_process_and_feed_recommend(dataset_dir, in_process_run,
+                                                                                  ray_local, mlflow_store, tmp_path):
+    result = train_backbone(_ray_job(dataset_dir, tmp_path / "out", mlflow_store, 2, zero_stage=3), out=print)
+    losses = [h["train_loss"] for h in result.history]
+    # each worker trains on half of every batch: weighted losses + averaged gradients make it the 1-process step
+    np.testing.assert_allclose(losses, [h["train_loss"] for h in in_process_run.history], rtol=1e-4)
+    np.testing.assert_allclose([h["valid/recall@20"] for h in result.history],
+                               [h["valid/recall@20"] for h in in_process_run.history], atol=1e-6)
+    assert losses[1] < 0.9 * losses[0]
+    state = load_checkpoint(result.best_checkpoint)
+    initial = encoder_source(EndToEndConfig()).build().state_dict()
+    moved = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, state["model"][f"encoder.{k}"])]
+    assert any(k.startswith("model.visual.") for k in moved) and any(k.startswith("model.transformer.") for k in moved)
+    _assert_features_are_the_encoders(dataset_dir, state)
+
+    # stage 5 on the ETE checkpoint alone: it names its dataset and feature set
+    out = recommend(RecommendConfig(checkpoint=result.best_checkpoint, k=5, cold_k=3, output=str(tmp_path / "recs"),
+                                    tracking=mlflow_store), out=print)
+    data = InteractionData.load(dataset_dir, None)
+    table = read_recommendations(out).to_pylist()
+    assert len(table) == data.n_users
+    for row in table:
+        assert len(row["items"]) == 5 and not set(row["items"]) & set(data.train[row["user"]].indices)
+
+
+def test_killed_ray_train_worker_resumes_from_the_last_checkpoint(dataset_dir, in_process_run, ray_local,
+                                                                  mlflow_store, tmp_path):
+    import mlflow
+
+    with kill_a_worker_once_checkpointed(tmp_path / "out") as killed:
+        result = train_backbone(_ray_job(dataset_dir, tmp_path / "out", mlflow_store, 2, zero_stage=2), out=print)
+    assert killed, "no worker was killed (no checkpoint was registered?)"
+    # model, both optimizers, sampler and RNG come back: the same run as an uninterrupted one
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    np.testing.assert_allclose([h["train_loss"] for h in result.history],
+                               [h["train_loss"] for h in in_process_run.history], rtol=1e-4)
+    runs = mlflow.search_runs(experiment_names=[mlflow_store.experiment])
+    assert runs["metrics.resumed_at_epoch"].iloc[0] == 1

@@ -1,16 +1,11 @@
 """Stage 2 under Ray Train: a 2-worker ZeRO-3 run, killed mid-way, resumes and matches an uninterrupted ZeRO-0 run."""
 from __future__ import annotations
 
-import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
+from ray_faults import kill_a_worker_once_checkpointed
 
 from raymmrec.encoders import load_encoder, read_encoder_config
 from raymmrec.train.pairs import PairDataConfig
@@ -42,40 +37,11 @@ def _config(tmp_path: Path, synth_dir: Path, tracking, name: str, **over) -> Pre
     return cfg
 
 
-def _kill_a_worker_once_checkpointed(run_dir: Path, killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL one of this test's own Ray Train workers once Ray Train has registered a checkpoint of the run."""
-    # a reported checkpoint counts only once the controller has polled every rank: wait for its snapshot file
-    snapshot, me = run_dir / "checkpoint_manager_snapshot.json", psutil.Process()
-    while not stop.is_set():
-        try:
-            registered = json.loads(snapshot.read_text()).get("checkpoint_results", [])
-        except (OSError, ValueError):
-            registered = []
-        if registered:
-            for proc in me.children(recursive=True):
-                try:
-                    if "RayTrainWorker" in " ".join(proc.cmdline()):
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed.append(proc.pid)
-                        return
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-        time.sleep(0.05)
-
-
 def test_zero3_killed_midway_resumes_and_matches_uninterrupted_zero0(ray_local, tmp_path, synth_dir, mlflow_store):
     r0 = run_pretrain(_config(tmp_path, synth_dir, mlflow_store, "z0", **{"deepspeed.zero_stage": 0}))
 
-    killed: list[int] = []
-    stop = threading.Event()
-    watcher = threading.Thread(target=_kill_a_worker_once_checkpointed, args=(tmp_path / "z3", killed, stop),
-                               daemon=True)
-    watcher.start()
-    try:
+    with kill_a_worker_once_checkpointed(tmp_path / "z3") as killed:
         r3 = run_pretrain(_config(tmp_path, synth_dir, mlflow_store, "z3", **{"deepspeed.zero_stage": 3}))
-    finally:
-        stop.set()
-        watcher.join(timeout=5)
     assert killed, "no worker was killed (no checkpoint was registered?)"
     assert r0.steps == r3.steps == 10
 

@@ -158,6 +158,11 @@ class ClipEncoder(MultimodalEncoder):
         text = getattr(self.model, "text", None)
         if isinstance(text, nn.Module):
             register_zero3_external(self, text)
+        # nn.MultiheadAttention reads out_proj's weight in its own forward, never calling out_proj: with more than
+        # one rank that weight would still be partitioned there
+        for module in self.model.modules():
+            if isinstance(module, nn.MultiheadAttention):
+                register_zero3_external(module, module.out_proj)
 
     def _encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)

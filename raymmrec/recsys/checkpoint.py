@@ -37,6 +37,13 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, best: bool) ->
     return last
 
 
+def update_checkpoint(path: str | Path, **fields: Any) -> None:
+    """Add entries to a saved checkpoint (atomically; a hard-linked last.pt keeps its old content)."""
+    state = load_checkpoint(path)
+    state.update(fields)
+    _atomic_save(state, Path(path))
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, with a one-line error when it is not one."""
     p = Path(path)

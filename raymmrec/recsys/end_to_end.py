@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from raymmrec.data import schema
 from raymmrec.encoders import EncoderConfig, MultimodalEncoder
 from raymmrec.errors import ConfigError, DataError
@@ -24,6 +26,9 @@ from raymmrec.features.prompts import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.recommender import Recommender
 from raymmrec.recsys.sampling import Batch
+from raymmrec.train.deepspeed_setup import DeepSpeedConfig
+
+RAY_ONLY_FIELDS = ("cpus_per_worker", "use_gpu", "max_failures", "storage_path")
 
 
 @dataclass
@@ -35,6 +40,21 @@ class EndToEndConfig:
     encoder_lr: float = 1e-5          # the encoder's own learning rate (the backbone uses trainer.lr)
     text_fields: list[str] = field(default_factory=list)   # empty: CLIP's or BEiT3's default fields
     seed: int = 0                     # random-init encoders: torch seed before building
+    # >= 1: a Ray Train job of that many workers, each a shard of every batch, the encoder under DeepSpeed
+    num_workers: int = 0
+    # the encoder's engine: AdamW at encoder_lr, no clipping by default (the trainer's Adam does not clip either)
+    deepspeed: DeepSpeedConfig = field(default_factory=lambda: DeepSpeedConfig(zero_stage=2, grad_clip=0.0))
+    cpus_per_worker: float = 0.5      # < 1 on small nodes so Ray keeps a CPU for the driver's work
+    use_gpu: bool | None = None       # None: use GPUs when the cluster has them
+    max_failures: int = 2             # workers restarted from the last checkpoint this many times
+    storage_path: str = ""            # Ray Train checkpoints; '' = <checkpoint dir>/ray
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change what training computes (the checkpoint dir's hash)."""
+        d = dataclasses.asdict(self)
+        for key in RAY_ONLY_FIELDS:
+            d.pop(key)
+        return d
 
 
 @dataclass
@@ -81,9 +101,11 @@ def encode_items(encoder: MultimodalEncoder, inputs: ItemInputs, items: torch.Te
     """Modality features of `items` (text first, as MMRec orders them); missing inputs give zero rows."""
     pixels, tokens = inputs.pixels[items], inputs.tokens[items]
     image_ok, text_ok = inputs.image_ok[items, None], inputs.text_ok[items, None]
+    # float(): a bf16 engine's output joins the backbone's fp32 features
     if encoder.kind == "beit3":
-        return {"fused": encoder.encode_fused(pixels, tokens) * (image_ok & text_ok)}
-    return {"text": encoder.encode_text(tokens) * text_ok, "image": encoder.encode_image(pixels) * image_ok}
+        return {"fused": encoder.encode_fused(pixels, tokens).float() * (image_ok & text_ok)}
+    return {"text": encoder.encode_text(tokens).float() * text_ok,
+            "image": encoder.encode_image(pixels).float() * image_ok}
 
 
 def encode_all(encoder: MultimodalEncoder, inputs: ItemInputs, batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -104,6 +126,20 @@ def with_encoded_features(data: InteractionData, encoder: MultimodalEncoder, inp
                                item_graphs={}, _cache={})
 
 
+class BatchEncoder(nn.Module):
+    """The encoder as one module from item ids to their features, so a DeepSpeed engine runs one forward per step."""
+
+    def __init__(self, encoder: MultimodalEncoder, inputs: ItemInputs) -> None:
+        super().__init__()
+        self.encoder, self.inputs = encoder, inputs
+
+    def forward(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        return encode_items(self.encoder, self.inputs, items)
+
+    def prepare_for_zero3(self) -> None:
+        self.encoder.prepare_for_zero3()
+
+
 class EndToEndRecommender(Recommender):
     """A backbone and its encoder as one module: the trainer's loss reaches the encoder through the item features."""
 
@@ -114,6 +150,19 @@ class EndToEndRecommender(Recommender):
         self.uses_negatives = backbone.uses_negatives
         self.inputs = inputs
         self.cache: dict[str, torch.Tensor] = {}
+        self.steps = 0                                  # training steps taken: the cache's staleness clock
+        self._encoded: tuple[int, bool] | None = None   # (steps, train mode) of the last refresh
+        self._step_encoder: Any = None                  # a DeepSpeed engine over BatchEncoder (Ray Train runs)
+
+    def use_engine(self, engine: Any) -> None:
+        """Encode each step's items through `engine` (a DeepSpeed engine over BatchEncoder of this encoder)."""
+        # a plain attribute, not a submodule: its parameters are `self.encoder`'s and must not be saved twice
+        object.__setattr__(self, "_step_encoder", engine)
+
+    def load_state_dict(self, *args, **kwargs):
+        out = super().load_state_dict(*args, **kwargs)
+        self._encoded = None                            # new encoder weights: the cache is stale
+        return out
 
     def _apply(self, fn, recurse: bool = True):
         # .to(device) also moves the precomputed inputs and the cache
@@ -130,6 +179,7 @@ class EndToEndRecommender(Recommender):
         """Re-encode every item (no gradients) and hand the features to the backbone."""
         self.cache = encode_all(self.encoder, self.inputs)
         self.backbone.set_item_features(self.cache)
+        self._encoded = (self.steps, self.encoder.training)
 
     def pre_epoch(self, epoch: int) -> None:
         self.refresh()
@@ -140,7 +190,9 @@ class EndToEndRecommender(Recommender):
             self.refresh()
         parts = [batch.pos_items] + ([batch.neg_items] if batch.neg_items is not None else [])
         items = torch.unique(torch.cat(parts))
-        fresh = encode_items(self.encoder, self.inputs, items)
+        fresh = self._step_encoder(items) if self._step_encoder is not None else \
+            encode_items(self.encoder, self.inputs, items)
+        self.steps += 1
         # The batch's rows carry the encoder's graph; the rest are the epoch's cached values.
         self.backbone.set_item_features({m: self.cache[m].index_put((items,), fresh[m]) for m in self.cache})
         loss = self.backbone.loss(batch)
@@ -150,19 +202,27 @@ class EndToEndRecommender(Recommender):
         return loss
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self.refresh()
+        # Re-encoding only when the encoder moved lets every rank refresh together (a collective under ZeRO-3)
+        # and rank 0 alone evaluate on that cache.
+        if self._encoded != (self.steps, self.encoder.training):
+            self.refresh()
         return self.backbone.final_embeddings()
 
 
-def end_to_end_setup(cfg: EndToEndConfig, data: InteractionData,
-                     model_cls: type[Recommender]) -> tuple[InteractionData, Any]:
-    """(data with the encoder's initial features, the trainer's `wrap_model`) for `paradigm=ete` on a dataset dir."""
+def check_end_to_end(data: InteractionData, model_cls: type[Recommender]) -> None:
+    """Fail early when the model cannot be trained end to end or the data has no items table."""
     if model_cls.set_item_features is Recommender.set_item_features:
         raise ConfigError(f"model '{model_cls.name}' does not support paradigm=ete (it has no set_item_features; "
                           f"supported: vbpr, mmgcn)")
     if not data.source or not (Path(data.source) / schema.ITEMS_FILE).is_file():
         raise ConfigError(f"paradigm=ete needs a dataset dir with {schema.ITEMS_FILE} (images and text), "
                           f"got '{data.source or data.name}'")
+
+
+def end_to_end_setup(cfg: EndToEndConfig, data: InteractionData,
+                     model_cls: type[Recommender]) -> tuple[InteractionData, Any]:
+    """(data with the encoder's initial features, the trainer's `wrap_model`) for `paradigm=ete` on a dataset dir."""
+    check_end_to_end(data, model_cls)
     source = encoder_source(cfg)
     encoder = source.build().train()
     inputs = preprocess_dataset_items(data.source, source.config, text_plan(cfg, source.config.kind), data.n_items)

@@ -24,6 +24,19 @@ class Batch:
     def __len__(self) -> int:
         return len(self.users)
 
+    def shard(self, rank: int, world: int) -> tuple["Batch", float]:
+        """This rank's contiguous part of the batch and its loss weight (its share of the rows times `world`)."""
+        # The mean over ranks of the weighted losses is the whole batch's loss; a rank left without rows (a batch
+        # smaller than `world`) takes row 0 at weight 0, so every rank still steps (DeepSpeed's collectives).
+        n = len(self)
+        lo, hi = rank * n // world, (rank + 1) * n // world
+        weight = (hi - lo) * world / n
+        if hi == lo:
+            lo, hi = 0, 1
+        part = slice(lo, hi)
+        return Batch(self.users[part], self.pos_items[part],
+                     None if self.neg_items is None else self.neg_items[part]), weight
+
 
 def train_keys(data: InteractionData) -> np.ndarray:
     """Sorted user * n_items + item of every distinct training pair (for vectorized membership tests)."""

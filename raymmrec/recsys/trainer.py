@@ -144,22 +144,122 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
         torch.set_num_threads(threads)
 
 
+class TrainingProgress:
+    """Where a run stands: epochs done, best epoch and its metrics, early stopping, history, why it stopped."""
+
+    # Both training loops (in-process and Ray Train end-to-end) feed it one epoch at a time: one set of stopping rules.
+
+    def __init__(self, cfg: TrainerConfig) -> None:
+        self.cfg = cfg
+        self.stopper = EarlyStopping(cfg.patience)
+        self.st: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_valid": {}, "test_at_best": {}, "history": [],
+                                   "stop_reason": None, "seconds": 0.0}
+
+    @property
+    def epoch(self) -> int:
+        return self.st["epoch"]
+
+    def running(self) -> bool:
+        """True while another epoch is due."""
+        return self.st["stop_reason"] is None and self.st["epoch"] < self.cfg.epochs
+
+    def evaluates(self, epoch: int, train_loss: float) -> bool:
+        """Whether `epoch` ends with an evaluation (never after a non-finite loss)."""
+        return math.isfinite(train_loss) and (epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs)
+
+    def close_epoch(self, epoch: int, train_loss: float, lr: float, t0: float, t1: float,
+                    metrics: Mapping[str, Mapping[str, float]] | None,
+                    checkpoint_dir: str | None = None) -> dict[str, Any]:
+        """Record one epoch (metrics: evaluate_splits' output or None); returns the report record."""
+        st = self.st
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "train_seconds": t1 - t0}
+        improved = False
+        if not math.isfinite(train_loss):
+            st["stop_reason"] = "nan_loss"
+        elif metrics is not None:
+            record.update(_prefixed("valid", metrics["valid"]))
+            record.update(_prefixed("test", metrics["test"]))
+            improved, stop = self.stopper.update(metrics["valid"][self.cfg.valid_metric])
+            if improved:
+                st.update(best_epoch=epoch, best_valid=dict(metrics["valid"]), test_at_best=dict(metrics["test"]))
+            if stop:
+                st["stop_reason"] = "early_stopped"
+        record["eval_seconds"] = time.perf_counter() - t1
+        if st["stop_reason"] is None and epoch >= self.cfg.epochs:
+            st["stop_reason"] = "finished"
+        record.update(best_epoch=st["best_epoch"], best_valid=self.stopper.best, improved=improved)
+        record.update(_prefixed("best/valid", st["best_valid"]))
+        record.update(_prefixed("best/test", st["test_at_best"]))
+        record["seconds"] = time.perf_counter() - t0
+        st["epoch"] = epoch
+        st["seconds"] += record["seconds"]
+        st["history"].append(record)
+        record.update(should_stop=st["stop_reason"] is not None, stop_reason=st["stop_reason"],
+                      checkpoint_dir=checkpoint_dir)
+        return record
+
+    def wants_checkpoint(self, record: Mapping[str, Any]) -> bool:
+        """last.pt after this epoch: at a new best, at the end, and every `checkpoint_every` epochs."""
+        every = self.cfg.checkpoint_every
+        return bool(record["improved"] or self.st["stop_reason"] or (every > 0 and record["epoch"] % every == 0))
+
+    def stop_by_report(self) -> bool:
+        """The caller's report asked to stop; True when that changes the outcome."""
+        if self.st["stop_reason"] is None:
+            self.st["stop_reason"] = "stopped_by_report"
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's `trainer` and `early_stopping` entries."""
+        return {"trainer": self.st, "early_stopping": {"best": self.stopper.best, "bad": self.stopper.bad}}
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        """Restore from a checkpoint; a run that ran out of epochs (now more are allowed) or was stopped continues."""
+        self.st = copy.deepcopy(saved["trainer"])
+        if self.st["stop_reason"] in ("finished", "stopped_by_report") and self.st["epoch"] < self.cfg.epochs:
+            self.st["stop_reason"] = None
+        self.stopper = EarlyStopping(self.cfg.patience, saved["early_stopping"]["best"], saved["early_stopping"]["bad"])
+
+    def result(self, model_name: str, model_cfg: ModelConfig, checkpoint_dir: Path | None, best: Path | None,
+               model: Recommender | None) -> TrainResult:
+        """The TrainResult of the run (a resumed run that had already run all its epochs counts as finished)."""
+        st = self.st
+        if st["stop_reason"] is None:
+            st["stop_reason"] = "finished"
+        return TrainResult(model_name=model_name, model_config=to_dict(model_cfg), history=st["history"],
+                           best_epoch=st["best_epoch"], best_valid=st["best_valid"], test_at_best=st["test_at_best"],
+                           stop_reason=st["stop_reason"], epochs_run=st["epoch"], seconds=st["seconds"],
+                           checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+                           best_checkpoint=str(best) if best else None, model=model)
+
+
+def build_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
+                data: InteractionData, wrap_model: Callable[[Recommender], Recommender] | None = None):
+    """(spec, config, model on the trainer's device), seeded so every process builds the same initial weights."""
+    spec = get_model(model_name)
+    cfg = spec.make_config(model_cfg)
+    seed_everything(trainer_cfg.seed)
+    model = spec.build(cfg, data)
+    model = wrap_model(model) if wrap_model is not None else model
+    return spec, cfg, model.to(resolve_device(trainer_cfg.device))
+
+
+def epoch_lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
+    """MMRec's per-epoch learning-rate factor s0^(epoch / s1)."""
+    s0, s1 = cfg.lr_scheduler
+    return lambda e: s0 ** (e / s1)
+
+
 def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
            data: InteractionData, report: ReportFn | None, checkpoint_dir: str | Path | None,
            resume: bool, wrap_model: Callable[[Recommender], Recommender] | None = None) -> TrainResult:
-    spec = get_model(model_name)
-    cfg = spec.make_config(model_cfg)
-    device = resolve_device(trainer_cfg.device)
-    seed_everything(trainer_cfg.seed)
-    model = spec.build(cfg, data)
-    model = (wrap_model(model) if wrap_model is not None else model).to(device)
-    optimizer = _adam(model.param_groups(trainer_cfg.lr), trainer_cfg)
-    s0, s1 = trainer_cfg.lr_scheduler
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: s0 ** (e / s1))
+    spec, cfg, model = build_model(model_name, model_cfg, trainer_cfg, data, wrap_model)
+    device = model.device
+    optimizer = adam_optimizer(model.param_groups(trainer_cfg.lr), trainer_cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, epoch_lr_factor(trainer_cfg))
     sampler = BPRSampler(data, trainer_cfg.batch_size, trainer_cfg.seed, model.uses_negatives, device)
-    stopper = EarlyStopping(trainer_cfg.patience)
-    st: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_valid": {}, "test_at_best": {}, "history": [],
-                          "stop_reason": None, "seconds": 0.0}
+    progress = TrainingProgress(trainer_cfg)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     h = run_hash(spec.name, cfg, trainer_cfg, data)
     if ckpt_dir and resume:
@@ -170,85 +270,48 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
             scheduler.load_state_dict(saved["scheduler"])
             sampler.load_state_dict(saved["sampler"])
             torch.set_rng_state(saved["torch_rng"])
-            st = saved["trainer"]
-            # A run that ran out of epochs (now more are allowed) or was stopped by its caller continues.
-            if st["stop_reason"] in ("finished", "stopped_by_report") and st["epoch"] < trainer_cfg.epochs:
-                st["stop_reason"] = None
-            stopper = EarlyStopping(trainer_cfg.patience, saved["early_stopping"]["best"],
-                                    saved["early_stopping"]["bad"])
+            progress.load_state_dict(saved)
     best_state = None
 
     def checkpoint(best: bool) -> None:
         save_checkpoint({"model_name": spec.name, "model_config": to_dict(cfg), "trainer_config": to_dict(trainer_cfg),
-                         "config_hash": h, "epoch": st["epoch"], "model": model.state_dict(),
+                         "config_hash": h, "epoch": progress.epoch, "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-                         "early_stopping": {"best": stopper.best, "bad": stopper.bad}, "trainer": st},
-                        ckpt_dir, best)
+                         **progress.state_dict()}, ckpt_dir, best)
 
-    while st["stop_reason"] is None and st["epoch"] < trainer_cfg.epochs:
-        epoch = st["epoch"] + 1
+    while progress.running():
+        epoch = progress.epoch + 1
         t0 = time.perf_counter()
         model.train()
         model.pre_epoch(epoch)
         train_loss = _train_epoch(model, sampler, optimizer)
         scheduler.step()
         t1 = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                                  "train_seconds": t1 - t0}
-        improved = False
-        if not math.isfinite(train_loss):
-            st["stop_reason"] = "nan_loss"
-        elif epoch % trainer_cfg.eval_every == 0 or epoch == trainer_cfg.epochs:
+        metrics = None
+        if progress.evaluates(epoch, train_loss):
             model.eval()
             metrics = evaluate_splits(model.full_scores, data, EVAL_SPLITS, trainer_cfg.topk,
                                       trainer_cfg.eval_batch_size, device)
-            record.update(_prefixed("valid", metrics["valid"]))
-            record.update(_prefixed("test", metrics["test"]))
-            improved, stop = stopper.update(metrics["valid"][trainer_cfg.valid_metric])
-            if improved:
-                st.update(best_epoch=epoch, best_valid=metrics["valid"], test_at_best=metrics["test"])
-                if ckpt_dir is None:
-                    best_state = copy.deepcopy(model.state_dict())
-            if stop:
-                st["stop_reason"] = "early_stopped"
-        record["eval_seconds"] = time.perf_counter() - t1
-        if st["stop_reason"] is None and epoch >= trainer_cfg.epochs:
-            st["stop_reason"] = "finished"
-        record.update(best_epoch=st["best_epoch"], best_valid=stopper.best, improved=improved)
-        record.update(_prefixed("best/valid", st["best_valid"]))
-        record.update(_prefixed("best/test", st["test_at_best"]))
-        record["seconds"] = time.perf_counter() - t0
-        st["epoch"] = epoch
-        st["seconds"] += record["seconds"]
-        st["history"].append(record)
-        record.update(should_stop=st["stop_reason"] is not None, stop_reason=st["stop_reason"],
-                      checkpoint_dir=str(ckpt_dir) if ckpt_dir else None)
-        if ckpt_dir is not None:
-            every = trainer_cfg.checkpoint_every
-            if improved or st["stop_reason"] or (every > 0 and epoch % every == 0):
-                checkpoint(improved)
-        if report is not None and report(dict(record)) is True and st["stop_reason"] is None:
-            st["stop_reason"] = "stopped_by_report"
-            if ckpt_dir is not None:
-                checkpoint(False)
+        record = progress.close_epoch(epoch, train_loss, optimizer.param_groups[0]["lr"], t0, t1, metrics,
+                                      str(ckpt_dir) if ckpt_dir else None)
+        if record["improved"] and ckpt_dir is None:
+            best_state = copy.deepcopy(model.state_dict())
+        if ckpt_dir is not None and progress.wants_checkpoint(record):
+            checkpoint(record["improved"])
+        if report is not None and report(dict(record)) is True and progress.stop_by_report() and ckpt_dir:
+            checkpoint(False)
 
-    if st["stop_reason"] is None:   # resumed a run that had already run all its epochs
-        st["stop_reason"] = "finished"
     best_path = ckpt_dir / BEST if ckpt_dir is not None and (ckpt_dir / BEST).is_file() else None
     if best_path is not None:
         model.load_state_dict(load_checkpoint(best_path, device)["model"])
     elif best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model_name=spec.name, model_config=to_dict(cfg), history=st["history"],
-                       best_epoch=st["best_epoch"], best_valid=st["best_valid"], test_at_best=st["test_at_best"],
-                       stop_reason=st["stop_reason"], epochs_run=st["epoch"], seconds=st["seconds"],
-                       checkpoint_dir=str(ckpt_dir) if ckpt_dir else None,
-                       best_checkpoint=str(best_path) if best_path else None, model=model)
+    return progress.result(spec.name, cfg, ckpt_dir, best_path, model)
 
 
-def _adam(params: list[dict[str, Any]], cfg: TrainerConfig) -> torch.optim.Adam:
+def adam_optimizer(params: list[dict[str, Any]], cfg: TrainerConfig) -> torch.optim.Adam:
     """MMRec's Adam; the fused kernel (same update, one pass over memory) where torch has it for these tensors."""
     try:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -289,5 +352,9 @@ def load_trained_model(checkpoint: str | Path, data: InteractionData | Any,
     state = load_checkpoint(checkpoint, resolve_device(device))
     data = InteractionData.resolve(data)
     model = get_model(state["model_name"]).build(state["model_config"], data).to(resolve_device(device))
-    model.load_state_dict(state["model"])
+    weights = state["model"]
+    if state.get("paradigm") == "ete":
+        # the backbone alone scores items: it reads the features its trained encoder wrote (the checkpoint's set)
+        weights = {k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")}
+    model.load_state_dict(weights)
     return model.eval()

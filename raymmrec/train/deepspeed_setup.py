@@ -95,6 +95,15 @@ def build_ds_config(ds: DeepSpeedConfig, optim: OptimConfig, micro_batch: int, t
     return _merge(config, ds.extra)
 
 
+def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
+    """The dtype an engine built from `ds_config` computes in (its inputs must match)."""
+    if ds_config.get("bf16", {}).get("enabled"):
+        return torch.bfloat16
+    if ds_config.get("fp16", {}).get("enabled"):
+        return torch.float16
+    return torch.float32
+
+
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():

@@ -47,14 +47,6 @@ class Window:
         return out
 
 
-def _compute_dtype(ds_config: dict) -> torch.dtype:
-    if ds_config.get("bf16", {}).get("enabled"):
-        return torch.bfloat16
-    if ds_config.get("fp16", {}).get("enabled"):
-        return torch.float16
-    return torch.float32
-
-
 def _restore(engine, resume_from: str) -> tuple[int, int]:
     """Load the latest Ray Train checkpoint (auto-restore after a failure / same run name) or `resume_from`;
     returns (epoch, batches of that epoch already consumed)."""
@@ -120,20 +112,20 @@ def train_worker(args: dict[str, Any]) -> None:
     import ray.train
 
     from raymmrec import tracking
-    from raymmrec.train.deepspeed_setup import select_accelerator
+    from raymmrec.train.deepspeed_setup import compute_dtype, select_accelerator
 
     on_gpu = select_accelerator()
     cfg = args["cfg"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     engine, ds_config = build_engine(cfg, rank, world, on_gpu)
-    dtype = _compute_dtype(ds_config)
+    dtype = compute_dtype(ds_config)
     epoch, skip = _restore(engine, args.get("resume_from", ""))
     step = int(engine.global_steps)
     if rank == 0 and step:
-        _say(f"resumed at step {step} (epoch {epoch})")
+        say(f"resumed at step {step} (epoch {epoch})")
         if args.get("run_id"):
-            _log_to_mlflow(tracking, args, {"resumed_at_step": step}, step)
+            log_to_mlflow(tracking, args, {"resumed_at_step": step}, step)
     shard = ray.train.get_dataset_shard("train")
     window = Window()
     while step < cfg.max_steps:
@@ -170,7 +162,7 @@ def train_worker(args: dict[str, Any]) -> None:
                     metrics.update(_drop_counts(args.get("counter")))
                     _print_progress(metrics, cfg.max_steps)
                     if args.get("run_id"):
-                        _log_to_mlflow(tracking, args, metrics, step)
+                        log_to_mlflow(tracking, args, metrics, step)
                 _report(engine, metrics, step, (epoch, seen), save)
                 window = Window()
         if seen == 0:
@@ -179,7 +171,8 @@ def train_worker(args: dict[str, Any]) -> None:
         epoch += 1
 
 
-def _log_to_mlflow(tracking, args: dict, metrics: dict[str, float], step: int) -> None:
+def log_to_mlflow(tracking, args: dict, metrics: dict[str, float], step: int) -> None:
+    """Log a worker's metrics into the driver's MLflow run (`args`: run_id, tracking_uri); never raises."""
     try:
         tracking.log_metrics_to_run(args["run_id"], args["tracking_uri"], metrics, step)
     except Exception as exc:  # noqa: BLE001 - a tracking hiccup must not kill a long run
@@ -188,11 +181,12 @@ def _log_to_mlflow(tracking, args: dict, metrics: dict[str, float], step: int) -
 
 def _print_progress(m: dict[str, float], max_steps: int) -> None:
     parts = " ".join(f"{k[5:]} {m[k]:.4f}" for k in ("loss_itc", "loss_mlm", "loss_mim") if k in m)
-    _say(f"step {int(m['step'])}/{max_steps} epoch {int(m['epoch'])} loss {m['loss']:.4f} ({parts}) "
-         f"lr {m['lr']:.2e} {m['samples_per_s']:.1f} pairs/s data-wait {100 * m['data_wait_frac']:.0f}%")
+    say(f"step {int(m['step'])}/{max_steps} epoch {int(m['epoch'])} loss {m['loss']:.4f} ({parts}) "
+        f"lr {m['lr']:.2e} {m['samples_per_s']:.1f} pairs/s data-wait {100 * m['data_wait_frac']:.0f}%")
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """Print one progress line from a Ray Train worker."""
     # Ray Train patches print() into its logger, which reaches the driver twice; raw stdout arrives once
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
