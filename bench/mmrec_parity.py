@@ -67,6 +67,10 @@ def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, di
     # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to ours (seed is added by MMRec)
     config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
               "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
+    previous = Path(cfg.work) / f"mmrec-{model}-{folder.name}.out"      # run_mmrec's transcript
+    if previous.is_file() and set(test_metrics_per_seed(previous.read_text())) == set(cfg.seeds):
+        print(f"MMRec {model}: reusing the finished run in {previous} (delete it to rerun)", flush=True)
+        return test_metrics_per_seed(previous.read_text())
     results = test_metrics_per_seed(run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work)).output)
     if len(results) != len(cfg.seeds):
         raise RuntimeError(f"MMRec {model}: found results for seeds {sorted(results)}, expected {cfg.seeds}")

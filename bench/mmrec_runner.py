@@ -83,8 +83,10 @@ def test_metrics_per_seed(output: str) -> dict[int, dict[str, float]]:
     """seed → MMRec's test metrics at its best validation epoch, from its 'All Over' summary."""
     out = {}
     summary = output.split("All Over", 1)[-1]
-    for m in re.finditer(r"Parameters: \[[^\]]*\]=\((\d+)[^)]*\),\s*best valid: .*?best test: ([^\n]*)", summary, re.S):
-        out[int(m.group(1))] = {k: float(v) for k, v in re.findall(r"([a-z]+@\d+): ([0-9.]+)", m.group(2))}
+    for m in re.finditer(r"Parameters: \[([^\]]*)\]=\(([^)]*)\),\s*best valid: .*?best test: ([^\n]*)", summary, re.S):
+        names = [n.strip(" '\"") for n in m.group(1).split(",")]
+        values = dict(zip(names, (v.strip() for v in m.group(2).split(","))))   # MMRec may put seed anywhere
+        out[int(values["seed"])] = {k: float(v) for k, v in re.findall(r"([a-z]+@\d+): ([0-9.]+)", m.group(3))}
     return out
 
 
