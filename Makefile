@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	# torchscale: the reference BEiT3 our multiway encoder is tested against. No deps: it pins timm 0.6,
 	# which open_clip has outgrown, and only its model code (plus fairscale's wrappers) is needed.
 	$(PY) -m pip install -q --no-deps --no-build-isolation torchscale==0.3.0 fairscale==0.4.0
+	# DeepSpeed JIT-compiles its CPU shared-memory all-reduce the first time two ranks meet (a minute or more);
+	# build it now, in set-up, instead of inside the first multi-worker job or test
+	$(PY) -c "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
 	$(PY) -c "import torch, torchvision, open_clip, ray, deepspeed, mlflow, torch_geometric, transformers; print('environment ok: torch', torch.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
