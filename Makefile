@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation torchscale==0.3.0 fairscale==0.4.0
 	# DeepSpeed JIT-compiles its CPU shared-memory all-reduce the first time two ranks meet (a minute or more);
 	# build it now, in set-up, instead of inside the first multi-worker job or test
-	$(PY) -c "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()" \
+		|| echo "note: DeepSpeed's shared-memory op did not build now; the first multi-worker CPU job will try again"
 	$(PY) -c "import torch, torchvision, open_clip, ray, deepspeed, mlflow, torch_geometric, transformers; print('environment ok: torch', torch.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
