@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -68,3 +69,17 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def torch_trainer_settings(name: str, storage: str, num_workers: int, use_gpu: bool, cpus_per_worker: float,
+                           max_failures: int) -> dict[str, Any]:
+    """TorchTrainer's scaling, backend and run configs: NCCL on GPU, gloo on CPU, restarts, two checkpoints kept."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig
+
+    return {"scaling_config": ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                            resources_per_worker={"CPU": cpus_per_worker}),
+            "torch_config": TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            "run_config": RunConfig(name=name, storage_path=storage,
+                                    failure_config=FailureConfig(max_failures=max_failures),
+                                    checkpoint_config=CheckpointConfig(num_to_keep=2))}

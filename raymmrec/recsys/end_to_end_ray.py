@@ -24,7 +24,7 @@ from raymmrec.recsys.checkpoint import BEST
 from raymmrec.recsys.end_to_end import EndToEndConfig
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.trainer import TrainerConfig, TrainingProgress, TrainResult
-from raymmrec.runtime import RayConfig
+from raymmrec.runtime import RayConfig, torch_trainer_settings
 from raymmrec.train.deepspeed_setup import OptimConfig, build_ds_config
 
 DS_DIR = "deepspeed"              # the encoder engine's checkpoint (every rank's shard) inside a Ray checkpoint
@@ -49,8 +49,7 @@ def train_end_to_end_ray(model_name: str, model_cfg: Any, trainer_cfg: TrainerCo
                          run_id: str | None, tracking_uri: str | None,
                          out: Callable[[str], None] = print) -> TrainResult:
     """Run the workers, then copy the best checkpoint into `checkpoint_dir`; returns the run's TrainResult."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from raymmrec.runtime import cluster_gpus, init_ray
 
@@ -70,12 +69,7 @@ def train_end_to_end_ray(model_name: str, model_cfg: Any, trainer_cfg: TrainerCo
         train_loop_config={"model": spec.name, "model_config": to_dict(spec.make_config(model_cfg)),
                            "trainer": trainer_cfg, "end_to_end": cfg, "data": str(Path(dataset_dir).resolve()),
                            "run_id": run_id, "tracking_uri": tracking_uri},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name=run_name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        **torch_trainer_settings(run_name, storage, cfg.num_workers, use_gpu, cfg.cpus_per_worker, cfg.max_failures),
     )
     out(f"end-to-end on Ray Train: {cfg.num_workers} workers ({'GPU, nccl' if use_gpu else 'CPU, gloo'}), "
         f"encoder under DeepSpeed ZeRO-{cfg.deepspeed.zero_stage}; checkpoints in {storage}/{run_name}")

@@ -12,7 +12,7 @@ from raymmrec import tracking
 from raymmrec.config import config_hash, flatten, to_dict
 from raymmrec.encoders import Beit3Config, ClipConfig, EncoderConfig, create_encoder, create_preprocess, save_encoder
 from raymmrec.errors import ConfigError, RaymmrecError
-from raymmrec.runtime import RayConfig, init_ray
+from raymmrec.runtime import RayConfig, init_ray, torch_trainer_settings
 from raymmrec.tracking import TrackingConfig
 from raymmrec.train.deepspeed_setup import DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict
 from raymmrec.train.objectives import LossConfig, objective_parts
@@ -111,8 +111,7 @@ def check_config(cfg: PretrainConfig) -> None:
 
 def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Train with `num_workers` Ray Train workers, consolidate the last checkpoint, write `<output>/encoder.{pt,json}`."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from raymmrec.runtime import cluster_gpus
     from raymmrec.train.pretrain_loop import train_worker
@@ -142,12 +141,8 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
             train_loop_config={"cfg": cfg, "run_id": run_id, "tracking_uri": tracking.resolve_uri(cfg.tracking)
                                if cfg.tracking.enabled else None,
                                "counter": counter_name, "resume_from": cfg.resume_from},
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": cfg.cpus_per_worker}),
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            run_config=RunConfig(name=run_name, storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=cfg.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+            **torch_trainer_settings(run_name, storage, cfg.num_workers, use_gpu, cfg.cpus_per_worker,
+                                     cfg.max_failures),
             datasets={"train": dataset},
             dataset_config=_data_config(cfg.data),
         )
