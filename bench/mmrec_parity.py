@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmrec_runner import run_mmrec, test_metrics_per_seed  # noqa: E402  (bench/ is the script's folder)
+from mmrec_runner import run_mmrec, summary_runs, test_metrics_per_seed  # noqa: E402  (bench/ is the script's folder)
 
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import ConfigError, exit_on_user_error  # noqa: E402
@@ -68,9 +68,15 @@ def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, di
     config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
               "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
     previous = Path(cfg.work) / f"mmrec-{model}-{folder.name}.out"      # run_mmrec's transcript
-    if previous.is_file() and set(test_metrics_per_seed(previous.read_text())) == set(cfg.seeds):
-        print(f"MMRec {model}: reusing the finished run in {previous} (delete it to rerun)", flush=True)
-        return test_metrics_per_seed(previous.read_text())
+    if previous.is_file():
+        runs = summary_runs(previous.read_text())
+        # reused only when it ran exactly these seeds with these hyper-parameters (MMRec's summary does not
+        # print epochs, batch size or lr: a changed trainer setting needs a new `work` dir)
+        same = all(set(p) == {"seed", *params} and all(float(p[k]) == float(v) for k, v in params.items())
+                   for p, _ in runs)
+        if same and sorted(int(p["seed"]) for p, _ in runs) == sorted(cfg.seeds):
+            print(f"MMRec {model}: reusing the finished run in {previous} (delete it to rerun)", flush=True)
+            return test_metrics_per_seed(previous.read_text())
     results = test_metrics_per_seed(run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work)).output)
     if len(results) != len(cfg.seeds):
         raise RuntimeError(f"MMRec {model}: found results for seeds {sorted(results)}, expected {cfg.seeds}")

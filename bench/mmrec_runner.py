@@ -79,15 +79,20 @@ def run_mmrec(mmrec_src: str | Path, model: str, folder: Path, config: dict[str,
                     peak_rss_gb=int(rss.group(1)) / 2**20 if rss else float("nan"))
 
 
-def test_metrics_per_seed(output: str) -> dict[int, dict[str, float]]:
-    """seed → MMRec's test metrics at its best validation epoch, from its 'All Over' summary."""
-    out = {}
+def summary_runs(output: str) -> list[tuple[dict[str, str], dict[str, float]]]:
+    """(hyper-parameters as printed, test metrics at the best validation epoch) of each run in MMRec's summary."""
+    runs = []
     summary = output.split("All Over", 1)[-1]
     for m in re.finditer(r"Parameters: \[([^\]]*)\]=\(([^)]*)\),\s*best valid: .*?best test: ([^\n]*)", summary, re.S):
         names = [n.strip(" '\"") for n in m.group(1).split(",")]
         values = dict(zip(names, (v.strip() for v in m.group(2).split(","))))   # MMRec may put seed anywhere
-        out[int(values["seed"])] = {k: float(v) for k, v in re.findall(r"([a-z]+@\d+): ([0-9.]+)", m.group(3))}
-    return out
+        runs.append((values, {k: float(v) for k, v in re.findall(r"([a-z]+@\d+): ([0-9.]+)", m.group(3))}))
+    return runs
+
+
+def test_metrics_per_seed(output: str) -> dict[int, dict[str, float]]:
+    """seed → MMRec's test metrics at its best validation epoch, from its 'All Over' summary."""
+    return {int(params["seed"]): test for params, test in summary_runs(output)}
 
 
 def epoch_timings(log: str) -> dict[str, float]:

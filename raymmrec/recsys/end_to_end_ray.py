@@ -23,7 +23,7 @@ from raymmrec.errors import ConfigError, RaymmrecError
 from raymmrec.recsys.checkpoint import BEST
 from raymmrec.recsys.end_to_end import EndToEndConfig
 from raymmrec.recsys.registry import get_model
-from raymmrec.recsys.trainer import TrainerConfig, TrainingProgress, TrainResult
+from raymmrec.recsys.trainer import TrainerConfig, TrainingProgress, TrainResult, with_model_defaults
 from raymmrec.runtime import RayConfig, torch_trainer_settings
 from raymmrec.train.deepspeed_setup import OptimConfig, build_ds_config
 
@@ -55,8 +55,10 @@ def train_end_to_end_ray(model_name: str, model_cfg: Any, trainer_cfg: TrainerCo
 
     if cfg.num_workers < 1:
         raise ConfigError(f"end_to_end.num_workers must be at least 1 for a Ray Train run, got {cfg.num_workers}")
-    encoder_ds_config(cfg, trainer_cfg, trainer_cfg.batch_size, on_gpu=cfg.use_gpu is not False)
     spec = get_model(model_name)
+    # the same trainer settings as train_model: the model's own defaults where the run keeps the global ones
+    trainer_cfg = with_model_defaults(spec.model_cls, trainer_cfg)
+    encoder_ds_config(cfg, trainer_cfg, trainer_cfg.batch_size, on_gpu=cfg.use_gpu is not False)
     init_ray(ray_cfg)
     use_gpu = cluster_gpus() > 0 if cfg.use_gpu is None else cfg.use_gpu
     storage = cfg.storage_path or str(checkpoint_dir / "ray")
