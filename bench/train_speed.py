@@ -2,6 +2,7 @@
 
     python bench/train_speed.py                       # baby: all models; electronics: LightGCN, FREEDOM
     python bench/train_speed.py sizes='{baby: [lightgcn]}' epochs.baby=5 num_threads=1
+    python bench/train_speed.py sizes='{baby: [lightgcn]}' mmrec_src=<enoche/MMRec>/src   # MMRec timed alongside
 
 Data: planted-cluster interactions of the named size with MMRec's feature shapes (4096-d image,
 384-d text), written once as an MMRec folder and loaded through InteractionData like any MMRec set.
@@ -23,6 +24,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mmrec_runner import MMREC_NAMES, epoch_timings, run_mmrec  # noqa: E402  (bench/ is the script's folder)
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
 
@@ -60,6 +62,9 @@ class TrainSpeedConfig:
     num_threads: int = 0                    # 0: torch's default (all cores)
     eval_batch_size: int = 4096
     out: str = ""                           # also write the rows as JSON here
+    # MMRec's src folder: time MMRec right after each of our runs on the same folder, same hyper-parameters
+    # and epochs, so both sides see the same machine state (otherwise notes/mmrec-speed.md's figures)
+    mmrec_src: str = ""
 
 
 def mmrec_folder(size: str, work: Path) -> Path:
@@ -98,15 +103,30 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
     total = time.perf_counter() - t1
     import torch
 
-    return {
+    threads = torch.get_num_threads() if cfg.num_threads == 0 else cfg.num_threads
+    row = {
         "size": size, "model": model, "users": data.n_users, "items": data.n_items, "train": data.n_train,
-        "epochs": len(records), "threads": torch.get_num_threads() if cfg.num_threads == 0 else cfg.num_threads,
+        "epochs": len(records), "threads": threads,
         "train_s": statistics.median(r["train_seconds"] for r in records),
         "eval_s": statistics.median(r["eval_seconds"] for r in records),
         "load_s": load_s, "build_s": total - sum(r["seconds"] for r in records),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "valid_recall@20": result.best_valid.get("recall@20"),
     }
+    if cfg.mmrec_src and model in MMREC_NAMES:
+        row["mmrec"] = mmrec_timing(cfg, size, model, threads)
+    return row
+
+
+def mmrec_timing(cfg: TrainSpeedConfig, size: str, model: str, threads: int) -> dict[str, float]:
+    """MMRec's median train s/epoch, ONE evaluation's s and peak RSS for `model` on the same folder."""
+    params = cfg.params.get(model, {})
+    config = {"seed": [999], "epochs": cfg.epochs[size], "train_batch_size": 2048,
+              "eval_batch_size": cfg.eval_batch_size, "stopping_step": 1000,
+              "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
+    run = run_mmrec(cfg.mmrec_src, model, mmrec_folder(size, Path(cfg.work)), config, Path(cfg.work), threads)
+    timing = epoch_timings(run.log)
+    return {"train_s": timing["train_s"], "eval_s": timing["valid_s"], "peak_rss_gb": run.peak_rss_gb}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -115,7 +135,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             "load s", "build s", "peak RSS GB", "MMRec RSS GB"]
     out = []
     for r in rows:
-        mm = MMREC_BABY.get(r["model"]) if r["size"] == "baby" else None
+        live = r.get("mmrec")
+        mm = ((live["train_s"], live["eval_s"], None, live["peak_rss_gb"]) if live
+              else MMREC_BABY.get(r["model"]) if r["size"] == "baby" else None)
         ours = r["train_s"] + r["eval_s"]
         theirs = mm[0] + 2 * mm[1] if mm else None
         dense = r["size"] == "electronics" and r["model"] in DENSE_IN_MMREC

@@ -49,8 +49,9 @@ class LightGCN(Recommender):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         ego, out = self._propagate()
-        # One gather over [users; items] (one scatter in backward) instead of three.
+        # One gather over [users; items] (one scatter in backward) instead of three; index_select's backward
+        # (index_add) is ~3× faster on CPU than advanced indexing's (accumulating index_put).
         rows = torch.cat([batch.users, batch.pos_items + self.n_users, batch.neg_items + self.n_users])
-        u, p, n = out[rows].split(len(batch))
-        reg = emb_loss(*ego[rows].split(len(batch)))
+        u, p, n = out.index_select(0, rows).split(len(batch))
+        reg = emb_loss(*ego.index_select(0, rows).split(len(batch)))
         return bpr_loss(dot_scores(u, p), dot_scores(u, n)) + self.config.reg_weight * reg

@@ -66,7 +66,7 @@ class EdgeDropout(nn.Module):
 
     def __init__(self, adjacency: torch.Tensor, n_users: int) -> None:
         super().__init__()
-        crow, col = adjacency.crow_indices(), adjacency.col_indices()
+        crow, col = adjacency.crow_indices().long(), adjacency.col_indices().long()
         row = torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
         # Both directions of an undirected edge share one id: its rank among the user → item entries.
         forward = row < n_users
