@@ -63,9 +63,8 @@ def normalized_adjacency(interactions: sp.spmatrix, norm: AdjacencyNorm = "sym",
     return (d @ a @ d).tocsr().astype(np.float32)
 
 
-def knn_graph_scipy(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2048,
-                    weighted: bool = False) -> sp.csr_matrix:
-    """Row-wise cosine top-k graph (self included), normalised as KNN-bin or KNN-w; computed in row blocks."""
+def cosine_topk(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, cosine similarities), each n × k, of every row's k most similar rows (self included), by row block."""
     if isinstance(features, torch.Tensor):
         x = features.detach().to(torch.float32)
     else:
@@ -84,8 +83,14 @@ def knn_graph_scipy(features: np.ndarray | torch.Tensor, k: int, block_rows: int
             top_val, top_idx = torch.topk(sim, k, dim=1)
             cols[start:start + len(sim)] = top_idx.numpy()
             vals[start:start + len(sim)] = top_val.numpy()
+    return cols, vals
+
+
+def knn_from_topk(cols: np.ndarray, vals: np.ndarray, weighted: bool = False) -> sp.csr_matrix:
+    """The n × n top-k graph of `cosine_topk`'s output, normalised as KNN-bin or (when `weighted`) KNN-w."""
+    n, k = cols.shape
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    cols, vals = cols.ravel(), vals.ravel()
+    cols, vals = cols.ravel().astype(np.int64), vals.ravel()
     if weighted:
         # KNN-w: cosine weights, row sums as degrees on both sides, 1/sqrt(0) → 0 (no epsilon).
         deg = np.bincount(rows, weights=vals, minlength=n)
@@ -97,6 +102,12 @@ def knn_graph_scipy(features: np.ndarray | torch.Tensor, k: int, block_rows: int
         inv = (np.bincount(rows, minlength=n) + 1e-7) ** -0.5
         data = inv[rows] * inv[cols]
     return sp.csr_matrix((data.astype(np.float32), (rows, cols)), shape=(n, n))
+
+
+def knn_graph_scipy(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2048,
+                    weighted: bool = False) -> sp.csr_matrix:
+    """Row-wise cosine top-k graph (self included), normalised as KNN-bin or KNN-w; computed in row blocks."""
+    return knn_from_topk(*cosine_topk(features, k, block_rows), weighted=weighted)
 
 
 def build_knn_graph(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2048,

@@ -13,7 +13,8 @@ import torch
 
 from raymmrec.data import schema
 from raymmrec.errors import DataError
-from raymmrec.recsys.graphs import AdjacencyNorm, knn_graph_scipy, normalized_adjacency, to_torch_csr
+from raymmrec.recsys.graphs import AdjacencyNorm, cosine_topk, knn_from_topk, normalized_adjacency, to_torch_csr
+from raymmrec.recsys.knn_cache import load_topk, save_topk, topk_cache_file
 
 SPLITS = ("train", "valid", "test")
 COLD_ITEM_MAX_TRAIN = 4          # "cold" = fewer than 5 training interactions
@@ -269,15 +270,34 @@ class InteractionData:
         return self._cached(("adj", norm, eps), lambda: to_torch_csr(normalized_adjacency(self.train, norm, eps)))
 
     def knn_graph(self, modality: str, k: int, weighted: bool = False, block_rows: int = 2048) -> sp.csr_matrix:
-        """The normalised cosine top-k graph of one modality's raw features (KNN-bin / KNN-w), built once.
+        """The normalised cosine top-k graph of one modality's raw features (KNN-bin / KNN-w), built once;
+        `modality` may join several with '+' for the graph of their concatenated unit-norm rows.
 
         Unlike other derived data it travels with the object (`put` after calling this and every trial
         reuses it), because at Electronics size it is the most expensive thing a trial builds.
         """
         key = (modality, int(k), bool(weighted))
         if key not in self.item_graphs:
-            self.item_graphs[key] = knn_graph_scipy(self.modality_features(modality), k, block_rows, weighted)
+            self.item_graphs[key] = knn_from_topk(*self._topk(modality, int(k), block_rows), weighted=weighted)
         return self.item_graphs[key]
+
+    def _topk(self, modality: str, k: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        # KNN-bin and KNN-w share one neighbour search, and a feature file's lists are cached on disk
+        # (knn_cache) so later runs on the same file skip it.
+        parts = modality.split("+")
+        if len(parts) == 1:
+            features = self.modality_features(modality)
+        else:   # the concatenation of unit rows: every modality weighs the same in the cosine
+            features = np.concatenate([x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+                                       for x in (np.asarray(self.modality_features(m), np.float32) for m in parts)],
+                                      axis=1)
+        files = [self.feature_files.get(m) for m in parts]
+        file = topk_cache_file(files, k) if all(files) else None
+        found = load_topk(file, self.n_items, k)
+        if found is None:
+            found = cosine_topk(features, k, block_rows)
+            save_topk(file, *found)
+        return found
 
     def modality_features(self, modality: str) -> np.ndarray:
         """The feature matrix of one modality, with an error naming those present."""

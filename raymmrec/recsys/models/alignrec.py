@@ -21,7 +21,7 @@ from torch import nn
 from raymmrec.recsys.alignment_losses import (cosine_alignment, cosine_info_nce, half_squared_l2,
                                               similarity_regulariser)
 from raymmrec.recsys.embedding_tables import xavier_uniform_table
-from raymmrec.recsys.graphs import knn_graph_scipy, lightgcn_propagate, sparse_mm
+from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.recommender import ModelConfig, Recommender
@@ -59,14 +59,7 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 def fused_knn_graph(data: InteractionData, k: int, block_rows: int = 2048) -> sp.csr_matrix:
     """KNN-w graph of the (fused) item feature: one modality's own graph, or that of the concatenated unit rows."""
-    modalities = list(data.features)
-    if len(modalities) == 1:
-        return data.knn_graph(modalities[0], k, weighted=True, block_rows=block_rows)
-    key = ("+".join(modalities), int(k), True)
-    if key not in data.item_graphs:   # shipped with the data like the per-modality graphs
-        fused = torch.cat([unit_rows(torch.from_numpy(data.features[m])) for m in modalities], dim=1)
-        data.item_graphs[key] = knn_graph_scipy(fused, k, block_rows, weighted=True)
-    return data.item_graphs[key]
+    return data.knn_graph("+".join(data.features), k, weighted=True, block_rows=block_rows)
 
 
 @register_model("alignrec")
