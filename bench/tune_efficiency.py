@@ -13,6 +13,7 @@ orders and several (grace period, reduction factor) settings: the expected cost 
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 import time
@@ -127,6 +128,24 @@ def replay_asha(curves: dict[str, Curve], max_t: int, grace: int, rf: float, con
     return {"trial_epochs": sum(spent_all) / orders, "test_R@20": sum(test_all) / orders, "tests": test_all}
 
 
+def replay_sync_halving(curves: dict[str, Curve], max_t: int, grace: int, rf: float) -> dict[str, float]:
+    """Synchronous successive halving over recorded curves: every config to `grace` epochs, the best 1/rf
+    (by best valid so far) on to grace·rf, and so on up to max_t; trial-epochs and the chosen config's test."""
+    budget = {t: 0 for t in curves}
+    alive, rung = sorted(curves), grace
+    while True:
+        for t in alive:
+            budget[t] = min(rung, len(curves[t]))      # a trial the grid saw early-stop ends there
+        if rung >= max_t or len(alive) == 1:
+            break
+        alive = sorted(alive, key=lambda t: curves[t][budget[t] - 1][0], reverse=True)[:math.ceil(len(alive) / rf)]
+        rung = min(int(rung * rf), max_t)
+    for t in alive:
+        budget[t] = min(max_t, len(curves[t]))
+    chosen = max(curves, key=lambda t: curves[t][budget[t] - 1][0])
+    return {"trial_epochs": sum(budget.values()), "test_R@20": curves[chosen][budget[chosen] - 1][1]}
+
+
 def replay_table(cfg: TuneEfficiencyConfig, curves: dict[str, Curve], grid_epochs: int,
                  grid_test: float) -> list[dict[str, Any]]:
     """The replay over every (grace, reduction factor) setting: mean cost and outcome, share of orders on target."""
@@ -138,6 +157,18 @@ def replay_table(cfg: TuneEfficiencyConfig, curves: dict[str, Curve], grid_epoch
             rows.append({"grace": grace, "rf": f"{rf:g}", "epoch_share": f"{got['trial_epochs'] / grid_epochs:.1%}",
                          "test_R@20_share": f"{got['test_R@20'] / grid_test:.1%}",
                          f"orders_within_{1 - cfg.target_recall_share:.0%}": f"{close:.0%}"})
+    return rows
+
+
+def sync_halving_table(cfg: TuneEfficiencyConfig, curves: dict[str, Curve], grid_epochs: int,
+                       grid_test: float) -> list[dict[str, Any]]:
+    """Synchronous halving over the same settings (one outcome each: it does not depend on trial order)."""
+    rows = []
+    for grace in cfg.replay_grace:
+        for rf in cfg.replay_reduction:
+            got = replay_sync_halving(curves, cfg.max_epochs, grace, rf)
+            rows.append({"grace": grace, "rf": f"{rf:g}", "epoch_share": f"{got['trial_epochs'] / grid_epochs:.1%}",
+                         "test_R@20_share": f"{got['test_R@20'] / grid_test:.1%}"})
     return rows
 
 
@@ -157,16 +188,21 @@ def main(argv: list[str] | None = None) -> None:
     recall_share = rows[1]["test_R@20"] / rows[0]["test_R@20"]
     epoch_share = asha.trial_epochs / grid.trial_epochs
     met = recall_share >= cfg.target_recall_share and epoch_share <= cfg.target_epoch_share
-    replay = replay_table(cfg, grid_curves(grid, cfg.model), grid.trial_epochs, rows[0]["test_R@20"])
+    curves = grid_curves(grid, cfg.model)
+    replay = replay_table(cfg, curves, grid.trial_epochs, rows[0]["test_R@20"])
+    sync = sync_halving_table(cfg, curves, grid.trial_epochs, rows[0]["test_R@20"])
     print("\n" + header + "\n\n" + format_table(rows))
     print(f"\nASHA (grace {cfg.grace_period}, reduction factor {cfg.reduction_factor}): {recall_share:.1%} of the "
           f"grid's test Recall@20 with {epoch_share:.1%} of its trial-epochs (target: >= {cfg.target_recall_share:.0%}"
           f" with <= {cfg.target_epoch_share:.0%}): {'met' if met else 'NOT met'}")
     print(f"\nReplay of Ray's ASHAScheduler on the grid's curves, {cfg.replay_orders} random trial orders, "
           f"{cfg.max_concurrent_trials} at a time:\n" + format_table(replay))
+    print("\nSynchronous successive halving on the same curves (a rung waits for every config; no trial order):\n"
+          + format_table(sync))
     out = Path(cfg.output) / f"{cfg.model}-efficiency.json"
     out.write_text(json.dumps({"config": to_dict(cfg), "data": s, "rows": rows, "recall_share": recall_share,
-                               "epoch_share": epoch_share, "target_met": met, "replay": replay}, indent=1, default=str))
+                               "epoch_share": epoch_share, "target_met": met, "replay": replay,
+                               "sync_halving": sync}, indent=1, default=str))
     print(f"written to {out}")
 
 
