@@ -90,7 +90,7 @@ def knn_from_topk(cols: np.ndarray, vals: np.ndarray, weighted: bool = False) ->
     """The n × n top-k graph of `cosine_topk`'s output, normalised as KNN-bin or (when `weighted`) KNN-w."""
     n, k = cols.shape
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    cols, vals = cols.ravel().astype(np.int64), vals.ravel()
+    cols, vals = cols.ravel().astype(np.int64, copy=False), vals.ravel()
     if weighted:
         # KNN-w: cosine weights, row sums as degrees on both sides, 1/sqrt(0) → 0 (no epsilon).
         deg = np.bincount(rows, weights=vals, minlength=n)

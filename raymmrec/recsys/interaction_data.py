@@ -285,16 +285,16 @@ class InteractionData:
         # KNN-bin and KNN-w share one neighbour search, and a feature file's lists are cached on disk
         # (knn_cache) so later runs on the same file skip it.
         parts = modality.split("+")
-        if len(parts) == 1:
-            features = self.modality_features(modality)
-        else:   # the concatenation of unit rows: every modality weighs the same in the cosine
-            features = np.concatenate([x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-                                       for x in (np.asarray(self.modality_features(m), np.float32) for m in parts)],
-                                      axis=1)
+        arrays = [self.modality_features(m) for m in parts]      # unknown names fail here, before any I/O
         files = [self.feature_files.get(m) for m in parts]
         file = topk_cache_file(files, k) if all(files) else None
         found = load_topk(file, self.n_items, k)
         if found is None:
+            # several modalities: the concatenation of unit rows, so every one weighs the same in the cosine
+            # (built only on a cache miss: at Electronics size it is a 1 GB copy)
+            features = arrays[0] if len(arrays) == 1 else np.concatenate(
+                [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+                 for x in (np.asarray(a, np.float32) for a in arrays)], axis=1)
             found = cosine_topk(features, k, block_rows)
             save_topk(file, *found)
         return found

@@ -42,7 +42,7 @@ def topk_cache_file(feature_files: Sequence[str | Path], k: int) -> Path | None:
 
 
 def load_topk(file: Path | None, n: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached (columns, similarities) when `file` holds n × k lists; None otherwise (never raises)."""
+    """The cached (columns as stored, similarities) when `file` holds n × k lists; None otherwise (never raises)."""
     if file is None or not file.is_file():
         return None
     try:
@@ -53,7 +53,7 @@ def load_topk(file: Path | None, n: int, k: int) -> tuple[np.ndarray, np.ndarray
         return None
     if cols.shape != (n, k) or vals.shape != (n, k):
         return None
-    return cols.astype(np.int64), vals
+    return cols, vals
 
 
 def save_topk(file: Path | None, cols: np.ndarray, vals: np.ndarray) -> None:
