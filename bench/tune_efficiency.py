@@ -1,9 +1,9 @@
-"""ASHA against the exhaustive grid MMRec would run: same model, space, data and max epochs.
+"""ASHA and synchronous halving against the exhaustive grid MMRec would run: same model, space, data, max epochs.
 
     python bench/tune_efficiency.py [model=lightgcn] [space={n_layers: {grid: [1, 2]}}] [max_epochs=30] [size=baby]
 
-Both searches go through `tune_backbones` (the grid with a FIFO scheduler: every config trains until it
-finishes or early-stops, as MMRec's grid does). Reported: the test Recall@20 each search ends with (at the
+All searches go through `tune_backbones` (the grid with a FIFO scheduler: every config trains until it
+finishes or early-stops, as MMRec's grid does; then `search.scheduler=asha` and `=sync_halving`). Reported: the test Recall@20 each search ends with (at the
 best valid epoch of its best-valid trial), the trial-epochs each spent, and wall time under this machine's load.
 
 A trial's curve depends only on its config (the trainer is seeded), so the grid's recorded curves are what
@@ -44,8 +44,10 @@ class TuneEfficiencyConfig:
     size: str = "baby"                                     # generated set (when data is empty)
     data: str = ""
     max_epochs: int = 20
-    grace_period: int = 1
+    grace_period: int = 1                                  # ASHA's
     reduction_factor: float = 3.0
+    sync_grace_period: int = 2                             # synchronous halving's
+    sync_reduction_factor: float = 3.0
     cpus_per_trial: float = 1.0
     max_concurrent_trials: int = 2
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(num_threads=1))
@@ -54,15 +56,19 @@ class TuneEfficiencyConfig:
     replay_orders: int = 500
     replay_grace: list[int] = field(default_factory=lambda: [1, 2, 3, 5])
     replay_reduction: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0])
-    target_recall_share: float = 0.99                      # ASHA's test Recall@20 / the grid's, at least
-    target_epoch_share: float = 0.25                       # ASHA's trial-epochs / the grid's, at most
+    target_recall_share: float = 0.99                      # a search's test Recall@20 / the grid's, at least
+    target_epoch_share: float = 0.25                       # its trial-epochs / the grid's, at most
 
 
 def _search(cfg: TuneEfficiencyConfig, scheduler: str, data: Any) -> tuple[SearchResult, float]:
     trainer = TrainerConfig(**{**to_dict(cfg.trainer), "epochs": cfg.max_epochs})
-    search = SearchConfig(algorithm="grid", scheduler=scheduler, grace_period=cfg.grace_period,
-                          reduction_factor=cfg.reduction_factor, cpus_per_trial=cfg.cpus_per_trial,
-                          max_concurrent_trials=cfg.max_concurrent_trials, report_every_s=60)
+    sync = scheduler == "sync_halving"
+    # Synchronous halving takes every config at once; cpus_per_trial alone sets how many run together.
+    search = SearchConfig(algorithm="grid", scheduler=scheduler,
+                          grace_period=cfg.sync_grace_period if sync else cfg.grace_period,
+                          reduction_factor=cfg.sync_reduction_factor if sync else cfg.reduction_factor,
+                          cpus_per_trial=cfg.cpus_per_trial,
+                          max_concurrent_trials=0 if sync else cfg.max_concurrent_trials, report_every_s=60)
     tune_cfg = TuneBackbonesConfig(models=[cfg.model], spaces={cfg.model: cfg.space} if cfg.space else {},
                                    search=search, trainer=trainer, name=f"{cfg.model}-{scheduler}",
                                    output=cfg.output, resume=cfg.resume,
@@ -184,25 +190,34 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     grid, grid_s = _search(cfg, "fifo", data)
     asha, asha_s = _search(cfg, "asha", data)
-    rows = [_row("grid (fifo)", grid, grid_s, grid.trial_epochs), _row("asha", asha, asha_s, grid.trial_epochs)]
-    recall_share = rows[1]["test_R@20"] / rows[0]["test_R@20"]
-    epoch_share = asha.trial_epochs / grid.trial_epochs
-    met = recall_share >= cfg.target_recall_share and epoch_share <= cfg.target_epoch_share
+    sync, sync_s = _search(cfg, "sync_halving", data)
+    rows = [_row("grid (fifo)", grid, grid_s, grid.trial_epochs), _row("asha", asha, asha_s, grid.trial_epochs),
+            _row("sync_halving", sync, sync_s, grid.trial_epochs)]
+    verdicts = {}
+    for row, result in ((rows[1], asha), (rows[2], sync)):
+        recall_share, epoch_share = row["test_R@20"] / rows[0]["test_R@20"], result.trial_epochs / grid.trial_epochs
+        row["test_share"] = f"{recall_share:.1%}"
+        verdicts[row["search"]] = {"recall_share": recall_share, "epoch_share": epoch_share,
+                                   "target_met": recall_share >= cfg.target_recall_share
+                                   and epoch_share <= cfg.target_epoch_share}
     curves = grid_curves(grid, cfg.model)
     replay = replay_table(cfg, curves, grid.trial_epochs, rows[0]["test_R@20"])
-    sync = sync_halving_table(cfg, curves, grid.trial_epochs, rows[0]["test_R@20"])
+    sync_replay = sync_halving_table(cfg, curves, grid.trial_epochs, rows[0]["test_R@20"])
     print("\n" + header + "\n\n" + format_table(rows))
-    print(f"\nASHA (grace {cfg.grace_period}, reduction factor {cfg.reduction_factor}): {recall_share:.1%} of the "
-          f"grid's test Recall@20 with {epoch_share:.1%} of its trial-epochs (target: >= {cfg.target_recall_share:.0%}"
-          f" with <= {cfg.target_epoch_share:.0%}): {'met' if met else 'NOT met'}")
+    settings = {"asha": (cfg.grace_period, cfg.reduction_factor),
+                "sync_halving": (cfg.sync_grace_period, cfg.sync_reduction_factor)}
+    for name, v in verdicts.items():
+        grace, rf = settings[name]
+        print(f"\n{name} (grace {grace}, reduction factor {rf:g}): {v['recall_share']:.1%} of the grid's test "
+              f"Recall@20 with {v['epoch_share']:.1%} of its trial-epochs (target: >= {cfg.target_recall_share:.0%} "
+              f"with <= {cfg.target_epoch_share:.0%}): {'met' if v['target_met'] else 'NOT met'}")
     print(f"\nReplay of Ray's ASHAScheduler on the grid's curves, {cfg.replay_orders} random trial orders, "
           f"{cfg.max_concurrent_trials} at a time:\n" + format_table(replay))
     print("\nSynchronous successive halving on the same curves (a rung waits for every config; no trial order):\n"
-          + format_table(sync))
+          + format_table(sync_replay))
     out = Path(cfg.output) / f"{cfg.model}-efficiency.json"
-    out.write_text(json.dumps({"config": to_dict(cfg), "data": s, "rows": rows, "recall_share": recall_share,
-                               "epoch_share": epoch_share, "target_met": met, "replay": replay,
-                               "sync_halving": sync}, indent=1, default=str))
+    out.write_text(json.dumps({"config": to_dict(cfg), "data": s, "rows": rows, "verdicts": verdicts,
+                               "replay": replay, "sync_halving_replay": sync_replay}, indent=1, default=str))
     print(f"written to {out}")
 
 

@@ -28,7 +28,7 @@ def test_table_replace_and_runs_addressed_by_id(mlflow_store):
         child, created = tracking.RunHandle.child_of(parent.info.run_id, "c", {"trial_id": "t1"})
         child.log_params({"cfg": {"x": 1}})
         child.log_metrics({"recall@20": 0.25, "why": "skip"}, step=3)
-        child.set_tags({"stop_reason": "asha_pruned"})
+        child.set_tags({"stop_reason": "pruned"})
         child.end()
         again, created_again = tracking.RunHandle.child_of(parent.info.run_id, "c", {"trial_id": "t1"})
         assert parent.info.run_id == tracking.active_run_id()
@@ -37,7 +37,7 @@ def test_table_replace_and_runs_addressed_by_id(mlflow_store):
     client = mlflow.MlflowClient()
     run = client.get_run(child.run_id)
     assert created and not created_again and again.run_id == child.run_id
-    assert run.data.params == {"cfg.x": "1"} and run.data.tags["stop_reason"] == "asha_pruned"
+    assert run.data.params == {"cfg.x": "1"} and run.data.tags["stop_reason"] == "pruned"
     assert [(m.step, m.value) for m in client.get_metric_history(child.run_id, "recall_at_20")] == [(3, 0.25)]
     assert run.info.status == "RUNNING"    # reopened by the second child_of
     assert tracking.find_run_id(mlflow_store, {"trial_id": "t1"}) == child.run_id

@@ -49,7 +49,7 @@ def test_an_interrupted_search_resumes_without_losing_or_rerunning_finished_tria
     CtrlCAfterTwoTrials.results.clear()
     second = tune_backbones(cfg, data=data, out=lambda line: None)
     assert second.complete and len(second.trials) == 5
-    assert all(r.stop_reason in ("finished", "asha_pruned") for r in second.trials)
+    assert all(r.stop_reason in ("finished", "pruned") for r in second.trials)
     assert sorted(r.config["reg_weight"] for r in second.trials) == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
     after = {r.trial_id: r for r in second.trials}
     for trial_id, row in before.items():

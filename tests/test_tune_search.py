@@ -21,7 +21,7 @@ def test_asha_prunes_clearly_bad_configs_and_the_best_trial_is_the_best_valid(ra
 
     assert result.complete and len(result.trials) == 6
     still = [r for r in result.trials if r.config["trainer.lr"] == 0.0]
-    pruned = [r for r in still if r.stop_reason == "asha_pruned"]
+    pruned = [r for r in still if r.stop_reason == "pruned"]
     assert len(pruned) >= 2 and all(r.epochs < MAX_EPOCHS for r in pruned)
     assert result.trial_epochs < 6 * MAX_EPOCHS
     # The best trial is the one whose best valid Recall@20 is highest, and it learns.
@@ -51,4 +51,27 @@ def test_asha_prunes_clearly_bad_configs_and_the_best_trial_is_the_best_valid(ra
     assert client.get_run(result.run_id).data.tags["best_trial"] == best.trial_id
 
     text = "\n".join(lines)
-    assert "bpr: 6 trials" in text and "asha_pruned" in text and f"trainer.lr={best.config['trainer.lr']}" in text
+    assert "bpr: 6 trials" in text and "pruned" in text and f"trainer.lr={best.config['trainer.lr']}" in text
+
+
+def test_sync_halving_pauses_every_config_at_a_rung_then_resumes_only_the_best(ray_local, mlflow_store, tmp_path):
+    # Rungs at 2 and 6 of 8 epochs, rf 3: all 6 configs to 2, the best 2 to 6, the best of those to 8.
+    cfg = TuneBackbonesConfig(
+        models=["bpr"], spaces={"bpr": {"trainer.lr": {"grid": [0.05, 0.01, 0.0, 0.0, 0.0, 0.0]}}},
+        search=SearchConfig(scheduler="sync_halving", grace_period=2, reduction_factor=3, cpus_per_trial=0.5),
+        trainer=TrainerConfig(epochs=MAX_EPOCHS, patience=50, **{**FAST_TRAINER, "lr": 0.01}),
+        name="sync", output=str(tmp_path / "out"), tracking=mlflow_store)
+    result = tune_backbones(cfg, data=tiny_data(), out=lambda _: None)
+
+    assert result.complete and len(result.trials) == 6
+    assert sorted(r.epochs for r in result.trials) == [2, 2, 2, 2, 6, 8]
+    assert result.trial_epochs == 6 * 2 + 2 * 4 + 2
+    assert all(r.epochs == 2 and r.stop_reason == "pruned" for r in result.trials if r.config["trainer.lr"] == 0.0)
+    best = result.best["bpr"]
+    assert best.config["trainer.lr"] > 0 and best.epochs == MAX_EPOCHS and best.stop_reason == "finished"
+    # Paused at epochs 2 and 6 and resumed from its checkpoint: every epoch logged once, in order.
+    client = mlflow.MlflowClient()
+    child = client.search_runs([client.get_run(result.run_id).info.experiment_id],
+                               f"tags.trial_id = '{best.trial_id}'")[0]
+    history = client.get_metric_history(child.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, MAX_EPOCHS + 1))

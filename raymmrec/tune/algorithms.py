@@ -19,9 +19,11 @@ class SearchConfig:
 
     algorithm: Algorithm = "grid"          # grid: every `grid` value crossed; random / optuna / hyperopt: sampled
     num_samples: int = 1                   # grid: repeats of the grid; otherwise: trials per model
-    scheduler: Literal["asha", "fifo"] = "asha"   # fifo: every trial runs to its end (the exhaustive baseline)
-    grace_period: int = 2                  # ASHA: epochs every trial gets before its first rung
-    reduction_factor: float = 3.0          # ASHA: 1/rf of a rung's trials go on to the next
+    # asha: promote as trials arrive; sync_halving: a rung waits for every config (see sync_halving.py);
+    # fifo: every trial runs to its end (the exhaustive baseline)
+    scheduler: Literal["asha", "sync_halving", "fifo"] = "asha"
+    grace_period: int = 2                  # epochs every trial gets before the first rung
+    reduction_factor: float = 3.0          # 1/rf of a rung's trials go on to the next
     cpus_per_trial: float = 0.5
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 0         # 0: as many as the resources allow
@@ -33,11 +35,17 @@ def check_search_config(cfg: SearchConfig, max_epochs: int) -> None:
     """One-line errors for values Ray would reject late or silently misuse."""
     if cfg.num_samples < 1:
         raise ConfigError(f"search.num_samples must be at least 1, got {cfg.num_samples}")
-    if cfg.scheduler == "asha":
+    if cfg.scheduler not in ("asha", "sync_halving", "fifo"):
+        raise ConfigError(f"search.scheduler must be asha, sync_halving or fifo, got '{cfg.scheduler}'")
+    if cfg.scheduler != "fifo":
         if not 1 <= cfg.grace_period <= max_epochs:
             raise ConfigError(f"search.grace_period must be within 1..trainer.epochs ({max_epochs}), got {cfg.grace_period}")
         if cfg.reduction_factor <= 1:
             raise ConfigError(f"search.reduction_factor must be above 1, got {cfg.reduction_factor}")
+    if cfg.scheduler == "sync_halving" and cfg.max_concurrent_trials > 0:
+        # Paused trials would keep the search algorithm's slots, so it could never add the configs a rung awaits.
+        raise ConfigError("search.max_concurrent_trials must be 0 with scheduler=sync_halving (trials paused at a "
+                          "rung would hold its slots); set how many run at once with cpus_per_trial / gpus_per_trial")
     if cfg.cpus_per_trial <= 0 or cfg.gpus_per_trial < 0:
         raise ConfigError(f"search.cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
                           f"{cfg.cpus_per_trial} / {cfg.gpus_per_trial}")
@@ -67,11 +75,17 @@ def make_search_alg(cfg: SearchConfig, metric: str) -> Any:
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
 
 
-def make_scheduler(cfg: SearchConfig, max_epochs: int) -> Any:
-    """ASHA on the trainer's epoch counter (not Tune's report count, which a resumed trial may repeat)."""
+def make_scheduler(cfg: SearchConfig, max_epochs: int, num_trials: int) -> Any:
+    """The trial scheduler on the trainer's epoch counter (not Tune's report count, which a resumed trial may
+    repeat); `num_trials` is how many configs synchronous halving waits for at its first rung."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if cfg.scheduler == "fifo":
         return FIFOScheduler()
+    if cfg.scheduler == "sync_halving":
+        from raymmrec.tune.sync_halving import SyncHalvingScheduler
+
+        return SyncHalvingScheduler(max_t=max_epochs, grace_period=cfg.grace_period,
+                                    reduction_factor=cfg.reduction_factor, num_trials=num_trials)
     return ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=cfg.grace_period,
                          reduction_factor=cfg.reduction_factor, brackets=1)

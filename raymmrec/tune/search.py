@@ -132,7 +132,7 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
             if restore[model]:
                 out(f"{model}: resuming the search at {paths[model]}")
             grid = _search_model(cfg, model, space, fixed.get(model, {}), data_ref, paths[model], restore[model],
-                                 callbacks)
+                                 callbacks, expected[model])
             rows += trial_rows(model, grid, cfg.trainer.valid_metric)
             ended = grid.num_terminated + grid.num_errors
             if ended < max(len(grid), expected[model]):
@@ -183,7 +183,7 @@ def _parent_params(cfg: TuneBackbonesConfig, spaces: dict[str, Space], data_summ
 
 
 def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, data_ref: Any, path: str,
-                  restore: bool, callbacks: Sequence[Any]) -> Any:
+                  restore: bool, callbacks: Sequence[Any], num_trials: int) -> Any:
     """Fit (or restore and finish) the Tuner of one model; returns its ResultGrid."""
     from ray import tune
 
@@ -197,17 +197,17 @@ def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=tune_space(space, cfg.search.algorithm, cfg.search.seed),
-                           tune_config=_tune_config(cfg),
+                           tune_config=_tune_config(cfg, num_trials),
                            run_config=_run_config(cfg, model, space, fixed, path, callbacks))
     return tuner.fit()
 
 
-def _tune_config(cfg: TuneBackbonesConfig) -> Any:
+def _tune_config(cfg: TuneBackbonesConfig, num_trials: int) -> Any:
     from ray import tune
 
     metric = search_metric(cfg.trainer.valid_metric)
     return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric),
-                           scheduler=make_scheduler(cfg.search, cfg.trainer.epochs),
+                           scheduler=make_scheduler(cfg.search, cfg.trainer.epochs, num_trials),
                            num_samples=cfg.search.num_samples, reuse_actors=True)
 
 

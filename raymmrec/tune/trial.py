@@ -10,7 +10,7 @@ from raymmrec.config import from_dict
 from raymmrec.recsys.trainer import TrainerConfig, train_model
 from raymmrec.tune.space import split_params
 
-PRUNED = "asha_pruned"
+PRUNED = "pruned"             # stopped by the scheduler (ASHA or synchronous halving)
 # Keys of the trainer's epoch record worth a per-epoch MLflow metric besides valid/* and test/*.
 EPOCH_KEYS = ("epoch", "train_loss", "lr", "train_seconds", "eval_seconds", "seconds", "best_valid")
 
@@ -41,7 +41,7 @@ def final_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def stop_reason(last_result: Mapping[str, Any] | None) -> str:
-    """Why a finished trial ended: the trainer's own reason, else the scheduler stopped it (ASHA)."""
+    """Why a finished trial ended: the trainer's own reason, else the scheduler pruned it."""
     if not last_result or "epoch" not in last_result:
         return "no_result"
     if last_result.get("should_stop"):
