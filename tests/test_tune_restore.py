@@ -73,3 +73,34 @@ def test_an_interrupted_search_resumes_without_losing_or_rerunning_finished_tria
     with pytest.raises(ConfigError, match="search 'restore' at .* was started with another configuration for 'bpr'"):
         tune_backbones(changed, data=data, out=lambda line: None)
     assert client.get_run(second.run_id).info.status == "FINISHED"
+
+
+class CtrlCAfterFirstRung(Callback):
+    """Presses Ctrl-C once four trials have ended: synchronous halving has decided its first rung."""
+
+    armed = True
+    ended = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        CtrlCAfterFirstRung.ended += 1
+        if CtrlCAfterFirstRung.armed and CtrlCAfterFirstRung.ended >= 4:
+            CtrlCAfterFirstRung.armed = False
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sync_halving_resumes_with_the_rungs_it_had_decided(ray_local, mlflow_store, tmp_path):
+    # 6 configs, rungs at 2 and 6 of 8 epochs, rf 3. A fresh scheduler rebuilt from the trials' last results
+    # must not judge rung 2 again among its 2 survivors (that would cut one of them).
+    cfg = TuneBackbonesConfig(
+        models=["bpr"], spaces={"bpr": {"trainer.lr": {"grid": [0.05, 0.01, 0.0, 0.0, 0.0, 0.0]}}},
+        search=SearchConfig(scheduler="sync_halving", grace_period=2, reduction_factor=3, cpus_per_trial=0.5),
+        trainer=TrainerConfig(epochs=8, patience=50, **{**FAST_TRAINER, "lr": 0.01}),
+        name="sync-restore", output=str(tmp_path / "out"), tracking=mlflow_store)
+    data = tiny_data()
+    first = tune_backbones(cfg, data=data, callbacks=[CtrlCAfterFirstRung()], out=lambda line: None)
+    assert not first.complete
+    second = tune_backbones(cfg, data=data, out=lambda line: None)
+    assert second.complete and len(second.trials) == 6
+    assert sorted(r.epochs for r in second.trials) == [2, 2, 2, 2, 6, 8]
+    assert [r.stop_reason for r in second.trials].count("pruned") == 5
+    assert second.best["bpr"].config["trainer.lr"] > 0

@@ -120,15 +120,17 @@ def test_fewer_configs_than_announced_still_finish():
 
 
 def test_a_new_scheduler_rebuilds_the_search_from_the_trials_last_results():
-    # Interrupt after rung 1 was decided and one survivor moved on; a fresh scheduler (Tuner.restore) sees
+    # Interrupted after rung 1 was decided; a fresh scheduler (Tuner.restore) sees
     # the trials as Tune restores them (unfinished ones PENDING, with their last result) and ends the same way.
     rates = [0.1 * (i + 1) for i in range(9)]
     full = [FakeTrial(f"t{i}", rising(r, 9)) for i, r in enumerate(rates)]
     FakeController(scheduler(9, 9, 1, 3), full, 2, 0).run()
 
     trials = [FakeTrial(f"t{i}", rising(r, 9)) for i, r in enumerate(rates)]
-    FakeController(scheduler(9, 9, 1, 3), trials, 2, 0).run(until=lambda: any(t.epochs == 2 for t in trials))
-    assert sum(t.status == TERMINATED for t in trials) == 6
+    # Right after rung 1 is decided: no survivor has trained past it, only the cut trials tell it was decided.
+    FakeController(scheduler(9, 9, 1, 3), trials, 2, 0).run(
+        until=lambda: sum(t.status == TERMINATED for t in trials) == 6)
+    assert all(t.epochs == 1 for t in trials)
     for t in trials:
         if t.status != TERMINATED:
             t.status = PENDING
