@@ -139,22 +139,6 @@ def test_bm3_trains_without_negatives_and_regularises_whole_tables():
     assert all(t.grad is not None for t in model.feature_tables.values())
 
 
-def test_bm3_content_score_weight_adds_the_content_prediction_to_item_scores():
-    data = tiny_data()
-    torch.manual_seed(0)
-    plain = build_model("bm3", {}, data)
-    mixed = build_model("bm3", {"content_score_weight": 0.5}, data)
-    mixed.load_state_dict(plain.state_dict())
-    users = torch.arange(5)
-    with torch.no_grad():
-        u, i = plain.final_embeddings()
-        content = torch.stack([plain.predictor(plain.projections[m](t)) for m, t in plain.feature_tables.items()])
-        assert torch.allclose(plain.full_scores(users), u[users] @ i.T)          # the paper's ID-only score
-        want = u[users] @ (i + 0.5 * content.mean(0)).T
-        assert torch.allclose(mixed.full_scores(users), want, atol=1e-5)
-        assert not torch.allclose(mixed.full_scores(users), plain.full_scores(users))
-
-
 def test_alignrec_loss_terms_are_present_finite_and_weighted():
     data = tiny_data()
     cfg = {"cca_weight": 0.5, "uia_weight": 0.3, "sim_weight": 0.2, "reg_weight": 0.1}

@@ -26,10 +26,6 @@ class BM3Config(ModelConfig):
     dropout: float = 0.3
     reg_weight: float = 0.1
     cl_weight: float = 2.0
-    # Not in BM3: item scores that also read the item's content predictions (0 = the paper's ID-only score).
-    # BM3's content heads are trained to predict the item's (detached) ID view, so an item seen too little
-    # to have a learned ID view is still placed by what its content predicts.
-    content_score_weight: float = 0.0
 
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
@@ -64,12 +60,7 @@ class BM3(Recommender):
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = self._online()
-        items = self.predictor(items)
-        if self.config.content_score_weight:
-            content = torch.stack([self.predictor(self.projections[m](table))
-                                   for m, table in self.feature_tables.items()]).mean(0)
-            items = items + self.config.content_score_weight * content
-        return self.predictor(users), items
+        return self.predictor(users), self.predictor(items)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         users_all, items_all = self._online()
