@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MMREC_NAMES = {"bpr": "BPR", "lightgcn": "LightGCN", "vbpr": "VBPR", "freedom": "FREEDOM"}
-MMREC_NAMES.update({"lattice": "LATTICE", "bm3": "BM3", "mgcn": "MGCN"})
+MMREC_NAMES.update({"lattice": "LATTICE", "bm3": "BM3", "mgcn": "MGCN", "grcn": "GRCN", "mmgcn": "MMGCN"})
 _RUNNER = '''
 import json, os, resource, sys
 sys.path.insert(0, os.getcwd())
