@@ -119,24 +119,29 @@ def test_fewer_configs_than_announced_still_finish():
     assert [t.epochs for t in trials] == [1, 1, 1, 1, 3, 9]
 
 
-def test_a_new_scheduler_rebuilds_the_search_from_the_trials_last_results():
-    # Interrupted after rung 1 was decided; a fresh scheduler (Tuner.restore) sees
-    # the trials as Tune restores them (unfinished ones PENDING, with their last result) and ends the same way.
+@pytest.mark.parametrize("stop_unsaved,moved_on", [(0, 0), (3, 0), (6, 0), (2, 1), (6, 1)])
+def test_a_new_scheduler_rebuilds_the_search_from_the_trials_last_results(stop_unsaved, moved_on):
+    # Interrupted after rung 1 was decided (and `moved_on` survivors trained past it). A fresh scheduler, as
+    # after Tuner.restore, sees the trials as Tune restores them: unfinished ones PENDING with their last
+    # result, and the last `stop_unsaved` cut trials unfinished too, as when their stop missed the last
+    # experiment snapshot. It must end exactly as the uninterrupted search did.
     rates = [0.1 * (i + 1) for i in range(9)]
     full = [FakeTrial(f"t{i}", rising(r, 9)) for i, r in enumerate(rates)]
     FakeController(scheduler(9, 9, 1, 3), full, 2, 0).run()
+    assert [t.epochs for t in full] == [1, 1, 1, 1, 1, 1, 3, 3, 9]
 
     trials = [FakeTrial(f"t{i}", rising(r, 9)) for i, r in enumerate(rates)]
-    # Right after rung 1 is decided: no survivor has trained past it, only the cut trials tell it was decided.
     FakeController(scheduler(9, 9, 1, 3), trials, 2, 0).run(
-        until=lambda: sum(t.status == TERMINATED for t in trials) == 6)
-    assert all(t.epochs == 1 for t in trials)
+        until=lambda: sum(t.status == TERMINATED for t in trials) == 6 and sum(t.epochs > 1 for t in trials) >= moved_on)
+    assert sum(t.epochs > 1 for t in trials) == moved_on
+    cut = [t for t in trials if t.status == TERMINATED]
+    for t in cut[len(cut) - stop_unsaved:]:
+        t.status = PENDING
     for t in trials:
         if t.status != TERMINATED:
             t.status = PENDING
-    restored = FakeController(scheduler(9, 9, 1, 3), trials, 2, 1)
-    restored.run()
-    assert [t.epochs for t in trials] == [t.epochs for t in full] == [1, 1, 1, 1, 1, 1, 3, 3, 9]
+    FakeController(scheduler(9, 9, 1, 3), trials, 2, 1).run()
+    assert [t.epochs for t in trials] == [t.epochs for t in full]
 
 
 def test_sync_halving_config_checks():

@@ -46,6 +46,9 @@ class SyncHalvingScheduler(TrialScheduler):
         self._scores: list[dict[str, float]] = [{} for _ in self.milestones]
         self._kept: list[int] = [0 for _ in self.milestones]
         self._decided: set[int] = set()
+        # Only after a restore: trials known to have gone past a rung, or to have been cut at it.
+        self._passed: list[set[str]] = [set() for _ in self.milestones]
+        self._cut_at: list[set[str]] = [set() for _ in self.milestones]
         self._ended: set[str] = set()
         self._resume: set[str] = set()                             # promoted while paused: start them again
         self._current: Optional[str] = None                        # the trial whose result is being handled
@@ -138,26 +141,32 @@ class SyncHalvingScheduler(TrialScheduler):
     def _advance(self, tune_controller: Any, stalled: bool = False) -> None:
         """Decide every rung whose live trials have all arrived, lowest first."""
         for k in range(len(self.milestones)):
-            at_k = self._live_at(k)
             if k in self._decided:
-                # Restored trials that had been promoted here before the interruption.
-                for tid in at_k:
-                    if tid in self._scores[k]:
-                        self._promote(tid, k, lone=False)
+                continue
+            at_k = self._live_at(k)
+            if not at_k:
+                if not self._passed[k]:
+                    return
+                self._decided.add(k)       # restored: decided before, and nobody is left waiting at it
                 continue
             everyone = k > 0 or stalled or len(self._trials) >= self._num_trials
-            if not everyone or not at_k or any(t not in self._scores[k] for t in at_k):
+            if not everyone or any(t not in self._scores[k] for t in at_k):
                 return
             self._decide(tune_controller, k, at_k)
 
     def _decide(self, tune_controller: Any, k: int, at_k: list[str]) -> None:
+        """Keep the best ceil(n / rf) of the n trials at rung k. After a restore, trials already past it were
+        kept and trials that ended exactly at it were cut: since every kept trial outranked every cut one,
+        the best of those still waiting fill the remaining places, as the first decision did."""
         ranked = sorted(at_k, key=lambda t: self._scores[k][t], reverse=True)
-        keep = math.ceil(len(ranked) / self._rf)
+        n = len(ranked) + len(self._passed[k]) + len(self._cut_at[k])
+        keep = math.ceil(n / self._rf)
+        places = max(0, keep - len(self._passed[k]))
         self._decided.add(k)
         self._kept[k] = keep
-        for tid in ranked[:keep]:
+        for tid in ranked[:places]:
             self._promote(tid, k, lone=keep == 1)
-        for tid in ranked[keep:]:
+        for tid in ranked[places:]:
             self._cut(tune_controller, tid)
 
     def _promote(self, tid: str, k: int, lone: bool) -> None:
@@ -175,15 +184,17 @@ class SyncHalvingScheduler(TrialScheduler):
             tune_controller.stop_trial(trial)
 
     def _rebuild(self, trial: Trial) -> None:
-        """Where a restored trial stands, from its last result: rungs it has passed were decided."""
+        """Where a restored trial stands, from its last result (Tune keeps no scheduler state)."""
         tid, result = trial.trial_id, trial.last_result
         epoch = result[self._time_attr]
         passed = [k for k, m in enumerate(self.milestones) if m < epoch]
-        self._decided.update(passed)
+        for k in passed:
+            self._passed[k].add(tid)
+        own_end = result.get("should_stop") or result.get("done")
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             self._ended.add(tid)
-            if epoch in self.milestones and not (result.get("should_stop") or result.get("done")):
-                self._decided.add(self.milestones.index(epoch))       # it was cut at that rung
+            if epoch in self.milestones and not own_end:
+                self._cut_at[self.milestones.index(epoch)].add(tid)
             return
         level = len(passed)
         self._level[tid] = FINAL if level == len(self.milestones) else level
