@@ -31,6 +31,7 @@ from raymmrec.tracking import TrackingConfig
 from raymmrec.tune.algorithms import SearchConfig
 from raymmrec.tune.search import SearchResult, TuneBackbonesConfig, tune_backbones
 from raymmrec.tune.space import expected_trials, model_space
+from raymmrec.tune.sync_halving import rung_milestones
 
 Curve = list[tuple[float, float]]      # per epoch: (best valid Recall@20 so far, test Recall@20 at that best epoch)
 
@@ -135,17 +136,16 @@ def replay_asha(curves: dict[str, Curve], max_t: int, grace: int, rf: float, con
 
 
 def replay_sync_halving(curves: dict[str, Curve], max_t: int, grace: int, rf: float) -> dict[str, float]:
-    """Synchronous successive halving over recorded curves: every config to `grace` epochs, the best 1/rf
-    (by best valid so far) on to grace·rf, and so on up to max_t; trial-epochs and the chosen config's test."""
+    """Synchronous successive halving over recorded curves, at the scheduler's rungs: every config to the first,
+    the best 1/rf (by best valid so far) on to the next, … the last ones to max_t; trial-epochs and the test."""
     budget = {t: 0 for t in curves}
-    alive, rung = sorted(curves), grace
-    while True:
+    alive = sorted(curves)
+    for rung in rung_milestones(max_t, grace, rf):
         for t in alive:
             budget[t] = min(rung, len(curves[t]))      # a trial the grid saw early-stop ends there
-        if rung >= max_t or len(alive) == 1:
+        if len(alive) == 1:
             break
         alive = sorted(alive, key=lambda t: curves[t][budget[t] - 1][0], reverse=True)[:math.ceil(len(alive) / rf)]
-        rung = min(int(rung * rf), max_t)
     for t in alive:
         budget[t] = min(max_t, len(curves[t]))
     chosen = max(curves, key=lambda t: curves[t][budget[t] - 1][0])

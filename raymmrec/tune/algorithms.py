@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from raymmrec.errors import ConfigError
 from raymmrec.tune.space import Algorithm
+
+# asha: promote as trials arrive; sync_halving: a rung waits for every config (see sync_halving.py);
+# fifo: every trial runs to its end (the exhaustive baseline)
+Scheduler = Literal["asha", "sync_halving", "fifo"]
 
 # Package each optional search algorithm needs, and Ray's class for it.
 _OPTIONAL = {"optuna": ("optuna", "ray.tune.search.optuna", "OptunaSearch"),
@@ -19,9 +23,7 @@ class SearchConfig:
 
     algorithm: Algorithm = "grid"          # grid: every `grid` value crossed; random / optuna / hyperopt: sampled
     num_samples: int = 1                   # grid: repeats of the grid; otherwise: trials per model
-    # asha: promote as trials arrive; sync_halving: a rung waits for every config (see sync_halving.py);
-    # fifo: every trial runs to its end (the exhaustive baseline)
-    scheduler: Literal["asha", "sync_halving", "fifo"] = "asha"
+    scheduler: Scheduler = "asha"
     grace_period: int = 2                  # epochs every trial gets before the first rung
     reduction_factor: float = 3.0          # 1/rf of a rung's trials go on to the next
     cpus_per_trial: float = 0.5
@@ -35,8 +37,8 @@ def check_search_config(cfg: SearchConfig, max_epochs: int) -> None:
     """One-line errors for values Ray would reject late or silently misuse."""
     if cfg.num_samples < 1:
         raise ConfigError(f"search.num_samples must be at least 1, got {cfg.num_samples}")
-    if cfg.scheduler not in ("asha", "sync_halving", "fifo"):
-        raise ConfigError(f"search.scheduler must be asha, sync_halving or fifo, got '{cfg.scheduler}'")
+    if cfg.scheduler not in get_args(Scheduler):
+        raise ConfigError(f"search.scheduler must be {', '.join(get_args(Scheduler))}, got '{cfg.scheduler}'")
     if cfg.scheduler != "fifo":
         if not 1 <= cfg.grace_period <= max_epochs:
             raise ConfigError(f"search.grace_period must be within 1..trainer.epochs ({max_epochs}), got {cfg.grace_period}")

@@ -110,7 +110,7 @@ class SyncHalvingScheduler(TrialScheduler):
         stalled = not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
         self._advance(tune_controller, stalled=stalled)
         for t in trials:
-            if t.status == Trial.PENDING and t.trial_id not in self._ended and not self._waiting(t.trial_id):
+            if t.status == Trial.PENDING and not self._waiting(t.trial_id):
                 return t
         for t in trials:
             if t.status == Trial.PAUSED and t.trial_id in self._resume:
