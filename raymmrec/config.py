@@ -185,7 +185,8 @@ def _merge(base: dict, extra: dict) -> dict:
 def load_config(cls: type[C], argv: Sequence[str] = (), default_yaml: str | Path | None = None) -> C:
     """Build `cls` from an optional default YAML, `--config FILE` / `config=FILE` and `key.sub=value` args."""
     data: dict = {}
-    if default_yaml is not None and Path(default_yaml).is_file():
+    if default_yaml is not None:
+        # a job's own defaults: a missing file is a broken install or checkout, not "no settings"
         data = load_yaml(default_yaml)
     args = list(argv)
     overrides: list[str] = []

@@ -24,13 +24,16 @@ from raymmrec.features.extract import FeaturesConfig, extract_features
 from raymmrec.recommend import RecommendConfig, recommend
 from raymmrec.runtime import RayConfig
 from raymmrec.train.pretrain import PretrainConfig, run_pretrain
-from raymmrec.tune.search import TuneBackbonesConfig, tune_backbones
+from raymmrec.tune.algorithms import check_search_config
+from raymmrec.tune.search import TuneBackbonesConfig, resolve_spaces, tune_backbones
 
 STAGES = ("prepare", "pretrain", "features", "tune", "recommend")
 SUCCESS = "_SUCCESS.json"
 # Keys that say where things go or how they are watched, not what is computed: left out of stage keys.
+# A stage's input paths (`data`, `data.source`, ...) are left out too: the upstream stages' keys stand for them.
 _PLACEMENT_KEYS = ("tracking", "ray", "out", "output", "storage", "storage_path", "output_dir", "run_name",
-                   "progress", "data", "name", "resume", "log_weights", "export_mmrec", "checkpoint")
+                   "progress", "name", "resume", "log_weights", "export_mmrec", "checkpoint")
+_INPUT_PATH_KEYS = ("data", "source")
 
 
 def _default_features() -> FeaturesConfig:
@@ -76,7 +79,18 @@ def _compute_part(section: Any) -> dict:
     d = to_dict(section)
     for k in _PLACEMENT_KEYS:
         d.pop(k, None)
-    return d
+    return _without_input_paths(d)
+
+
+def _without_input_paths(d: dict) -> dict:
+    """`d` without the string paths the pipeline fills from upstream; a `data` *section* (pre-training's batch
+    size, text fields, augmentation, mask seed) stays: it changes what the stage computes."""
+    out = {}
+    for k, v in d.items():
+        if k in _INPUT_PATH_KEYS and not isinstance(v, dict):
+            continue
+        out[k] = _without_input_paths(v) if isinstance(v, dict) and k in _INPUT_PATH_KEYS else v
+    return out
 
 
 def stage_key(cfg: PipelineConfig, stage: str, upstream: list[str]) -> str:
@@ -93,6 +107,10 @@ def _check(cfg: PipelineConfig) -> None:
         dep = needs.get(stage)
         if dep and dep not in cfg.stages:
             raise ConfigError(f"pipeline: stage '{stage}' needs stage '{dep}' in `stages`")
+    if "tune" in cfg.stages:
+        # model names, spaces and search settings fail here, before a dataset is prepared
+        check_search_config(cfg.tune.search, cfg.tune.trainer.epochs)
+        resolve_spaces(cfg.tune)
 
 
 class Pipeline:

@@ -127,7 +127,7 @@ def test_training_from_an_object_ref(ray_local):
     assert graphs == 2 and summary["epochs_run"] == 1 and summary["best_valid"]["recall@20"] > 0
 
 
-def test_model_trainer_defaults_fill_only_fields_left_at_the_global_default():
+def test_model_trainer_defaults_fill_only_fields_left_unset():
     from raymmrec.recsys.registry import get_model
     from raymmrec.recsys.trainer import with_model_defaults
 
@@ -135,4 +135,5 @@ def test_model_trainer_defaults_fill_only_fields_left_at_the_global_default():
     assert with_model_defaults(lattice, TrainerConfig()).lr_scheduler == [0.96, 50.0]      # MMRec's LATTICE yaml
     assert with_model_defaults(lattice, TrainerConfig(lr_scheduler=[0.5, 10.0])).lr_scheduler == [0.5, 10.0]
     assert with_model_defaults(get_model("alignrec").model_cls, TrainerConfig(patience=5)).patience == 5
-    assert with_model_defaults(get_model("bpr").model_cls, TrainerConfig()) == TrainerConfig()
+    assert with_model_defaults(get_model("bpr").model_cls, TrainerConfig()) == TrainerConfig(lr_scheduler=[1.0, 50.0],
+                                                                                             patience=20)

@@ -64,13 +64,15 @@ def check_search_space(config_cls: type, space: Mapping[str, Any], owner: str) -
 
 def register_model(name: str) -> Callable[[type[Recommender]], type[Recommender]]:
     """Class decorator adding a Recommender subclass to the registry under `name`."""
+    key = name.lower()    # names are case-insensitive: get_model looks them up lowercased
+
     def decorator(cls: type[Recommender]) -> type[Recommender]:
         if not (isinstance(cls, type) and issubclass(cls, Recommender)):
             raise TypeError(f"@register_model('{name}') must decorate a Recommender subclass")
-        if name in _REGISTRY and _REGISTRY[name].model_cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"model name '{name}' is already registered by {_REGISTRY[name].model_cls.__module__}")
-        cls.name = name
-        _REGISTRY[name] = ModelSpec(name, cls)
+        if key in _REGISTRY and _REGISTRY[key].model_cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"model name '{name}' is already registered by {_REGISTRY[key].model_cls.__module__}")
+        cls.name = key
+        _REGISTRY[key] = ModelSpec(key, cls)
         return cls
     return decorator
 

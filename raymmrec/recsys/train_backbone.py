@@ -10,12 +10,15 @@ from typing import Any, Callable, Literal
 
 from raymmrec import tracking
 from raymmrec.config import config_hash, to_dict
+from raymmrec.errors import ConfigError
 from raymmrec.recsys.end_to_end import EndToEndConfig, check_end_to_end, end_to_end_setup
 from raymmrec.recsys.end_to_end_ray import train_end_to_end_ray
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.report import epoch_line, learning_curve, metric_rows, result_table
-from raymmrec.recsys.trainer import TrainerConfig, TrainResult, load_trained_model, run_hash, train_model
+from raymmrec.recsys.recommender import Recommender
+from raymmrec.recsys.trainer import (TrainerConfig, TrainResult, check_trainer_config, load_trained_model, run_hash,
+                                     train_model, with_model_defaults)
 from raymmrec.runtime import RayConfig
 
 RUN_ID_FILE = "mlflow_run_id"
@@ -55,8 +58,18 @@ def load_training_data(cfg: TrainBackboneConfig, out: Callable[[str], None] = pr
     return InteractionData.load(path, None if cfg.paradigm == "ete" else cfg.features or None)
 
 
+def check_config(cfg: TrainBackboneConfig) -> None:
+    """Every name and parameter checked before any work (no dataset is generated for a misspelt model)."""
+    spec = get_model(cfg.model)
+    spec.make_config(cfg.params)
+    check_trainer_config(with_model_defaults(spec.model_cls, cfg.trainer))
+    if cfg.paradigm == "ete" and spec.model_cls.set_item_features is Recommender.set_item_features:
+        raise ConfigError(f"model '{spec.name}' does not support paradigm=ete (it has no set_item_features)")
+
+
 def train_backbone(cfg: TrainBackboneConfig, out: Callable[[str], None] = print) -> TrainResult:
     """Load data, train `cfg.model` with per-epoch progress and MLflow logging, print the final table."""
+    check_config(cfg)
     data = load_training_data(cfg, out)
     spec = get_model(cfg.model)
     model_cfg = spec.make_config(cfg.params)

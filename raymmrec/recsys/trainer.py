@@ -25,6 +25,10 @@ EVAL_SPLITS = ("valid", "test")
 ReportFn = Callable[[dict[str, Any]], Any]
 
 
+# What a TrainerConfig field left at None means when the model has no default of its own (MMRec's overall.yaml).
+GLOBAL_DEFAULTS: dict[str, Any] = {"lr_scheduler": [1.0, 50.0], "patience": 20}
+
+
 @dataclass
 class TrainerConfig:
     """How every backbone is trained and evaluated (MMRec's defaults, ALGORITHMS.md §1.4–1.7)."""
@@ -33,9 +37,10 @@ class TrainerConfig:
     batch_size: int = 2048
     lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_scheduler: list[float] = field(default_factory=lambda: [1.0, 50.0])   # lr · s0^(epoch / s1)
+    # None on the two fields below: the model's `trainer_defaults`, else GLOBAL_DEFAULTS (an explicit value wins)
+    lr_scheduler: list[float] | None = None   # [s0, s1]: lr · s0^(epoch / s1)
     eval_every: int = 1
-    patience: int = 20                    # stop when non-improving evaluations exceed this
+    patience: int | None = None           # stop when non-improving evaluations exceed this
     valid_metric: str = "recall@20"
     topk: list[int] = field(default_factory=lambda: [10, 20, 50])
     eval_batch_size: int = 4096
@@ -112,10 +117,14 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
 
 
 def with_model_defaults(model_cls: type[Recommender], cfg: TrainerConfig) -> TrainerConfig:
-    """`cfg` with the model's `trainer_defaults` on every field that `cfg` leaves at TrainerConfig's default."""
-    base = TrainerConfig()
-    over = {k: v for k, v in model_cls.trainer_defaults.items() if getattr(cfg, k) == getattr(base, k)}
-    return replace(cfg, **over) if over else cfg
+    """`cfg` with every field left unset (None) filled by the model's `trainer_defaults`, else GLOBAL_DEFAULTS."""
+    wrong = sorted(set(model_cls.trainer_defaults) - set(GLOBAL_DEFAULTS))
+    if wrong:
+        raise ConfigError(f"model '{model_cls.name}': trainer_defaults may set only {', '.join(GLOBAL_DEFAULTS)} "
+                          f"(fields a config leaves unset), not {', '.join(wrong)}")
+    unset = {k: copy.deepcopy(model_cls.trainer_defaults.get(k, v)) for k, v in GLOBAL_DEFAULTS.items()
+             if getattr(cfg, k) is None}
+    return replace(cfg, **unset) if unset else cfg
 
 
 def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
@@ -133,7 +142,7 @@ def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | No
     with its encoder); the optimizer takes that module's `param_groups(lr)`.
     """
     trainer_cfg = with_model_defaults(get_model(model_name).model_cls, trainer_cfg)
-    _check_trainer_config(trainer_cfg)
+    check_trainer_config(trainer_cfg)
     threads = torch.get_num_threads()
     if trainer_cfg.num_threads > 0:
         torch.set_num_threads(trainer_cfg.num_threads)
@@ -335,7 +344,8 @@ def _train_epoch(model: Recommender, sampler: BPRSampler, optimizer: torch.optim
     return total / max(n_batches, 1)
 
 
-def _check_trainer_config(cfg: TrainerConfig) -> None:
+def check_trainer_config(cfg: TrainerConfig) -> None:
+    """One-line errors for trainer settings no epoch could run with (`cfg` after with_model_defaults)."""
     known = {f"{m}@{k}" for k in cfg.topk for m in ("recall", "ndcg")}
     if cfg.valid_metric not in known:
         raise ConfigError(f"trainer.valid_metric '{cfg.valid_metric}' is not computed (known: {', '.join(sorted(known))})")

@@ -58,9 +58,9 @@ def check_search_config(cfg: SearchConfig, max_epochs: int) -> None:
                               f"installed (pip install {package}); or use algorithm=random / grid")
 
 
-def make_search_alg(cfg: SearchConfig, metric: str) -> Any:
+def make_search_alg(cfg: SearchConfig, metric: str, points: list[dict[str, Any]] | None = None) -> Any:
     """Ray's search algorithm for `cfg.algorithm` (optional packages imported only when asked for), limited to
-    `cfg.max_concurrent_trials` running trials when that is set."""
+    `cfg.max_concurrent_trials` running trials when that is set; `points`: the exact configs a random search runs."""
     if cfg.algorithm in _OPTIONAL:
         _, module, cls = _OPTIONAL[cfg.algorithm]
         searcher_cls = getattr(importlib.import_module(module), cls)
@@ -74,7 +74,8 @@ def make_search_alg(cfg: SearchConfig, metric: str) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune ignores TuneConfig.max_concurrent_trials for this generator; it takes its own limit.
-    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials,
+                                 points_to_evaluate=points)
 
 
 def make_scheduler(cfg: SearchConfig, max_epochs: int, num_trials: int) -> Any:

@@ -27,7 +27,7 @@ from raymmrec.tune import storage
 from raymmrec.tune.algorithms import SearchConfig, check_search_config, make_scheduler, make_search_alg
 from raymmrec.tune.leaderboard import (TrialRow, best_per_model, curves_figure, leaderboard_rows,
                                        leaderboard_text, trial_rows, trials_table)
-from raymmrec.tune.space import Space, expected_trials, model_space, tune_space
+from raymmrec.tune.space import Space, distinct_draws, expected_trials, model_space, tune_space
 from raymmrec.tune.trial import run_trial, search_metric
 from raymmrec.tune.trial_runs import TrialRuns
 
@@ -197,18 +197,19 @@ def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=tune_space(space, cfg.search.algorithm, cfg.search.seed),
-                           tune_config=_tune_config(cfg, num_trials),
+                           tune_config=_tune_config(cfg, space, num_trials),
                            run_config=_run_config(cfg, model, space, fixed, path, callbacks))
     return tuner.fit()
 
 
-def _tune_config(cfg: TuneBackbonesConfig, num_trials: int) -> Any:
+def _tune_config(cfg: TuneBackbonesConfig, space: Space, num_trials: int) -> Any:
     from ray import tune
 
     metric = search_metric(cfg.trainer.valid_metric)
-    return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric),
+    points = distinct_draws(space, cfg.search.algorithm, cfg.search.num_samples, cfg.search.seed)
+    return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric, points),
                            scheduler=make_scheduler(cfg.search, cfg.trainer.epochs, num_trials),
-                           num_samples=cfg.search.num_samples, reuse_actors=True)
+                           num_samples=cfg.search.num_samples if points is None else len(points), reuse_actors=True)
 
 
 def _run_config(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, path: str,

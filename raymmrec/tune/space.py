@@ -102,11 +102,35 @@ def tune_space(space: Space, algorithm: Algorithm, seed: int = 0) -> dict[str, A
 
 
 def expected_trials(space: Space, algorithm: Algorithm, num_samples: int) -> int:
-    """How many trials the search runs: num_samples, times the grid's size under the grid algorithm."""
+    """How many trials the search runs: num_samples, times the grid's size under the grid algorithm; a random
+    search of a space of listed values only runs each config at most once."""
+    draws = distinct_draws(space, algorithm, num_samples)
+    if draws is not None:
+        return len(draws)
     if algorithm != "grid":
         return num_samples
     sizes = [len(v["grid"]) for v in space.values() if "grid" in v]
     return num_samples * math.prod(sizes)
+
+
+def distinct_draws(space: Space, algorithm: Algorithm, num_samples: int, seed: int = 0) -> list[dict[str, Any]] | None:
+    """The configs a random search tries when every key lists its values (grid / choice): min(num_samples, space
+    size) of them drawn without replacement, so no config is trained twice; None for any other search."""
+    if algorithm != "random" or not space or any(next(iter(v)) not in ("grid", "choice") for v in space.values()):
+        return None
+    import random
+
+    keys = list(space)
+    values = [next(iter(space[k].values())) for k in keys]
+    size = math.prod(len(v) for v in values)
+    draws = []
+    for index in random.Random(seed).sample(range(size), min(num_samples, size)):
+        config = {}
+        for key, options in zip(keys, values):     # the index in mixed radix: one digit per key
+            index, digit = divmod(index, len(options))
+            config[key] = options[digit]
+        draws.append(config)
+    return draws
 
 
 def full_model_config(model: str, fixed: Mapping[str, Any], sampled: Mapping[str, Any]) -> dict[str, Any]:
