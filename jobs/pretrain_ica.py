@@ -11,7 +11,7 @@ from pathlib import Path
 
 from raymmrec.config import load_config
 from raymmrec.errors import exit_on_user_error
-from raymmrec.train.pretrain import PretrainConfig, run_pretrain
+from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 
 DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain.yaml"
 

@@ -16,14 +16,13 @@ from typing import Any, Callable
 from raymmrec import tracking
 from raymmrec.config import config_hash, to_dict
 from raymmrec.data.prepare import PrepareConfig, prepare
-from raymmrec.data.schema import DatasetDir
 from raymmrec.data.stats import stats_table
 from raymmrec.data.synth import SynthConfig
 from raymmrec.errors import ConfigError
 from raymmrec.features.extract import FeaturesConfig, extract_features
 from raymmrec.recommend import RecommendConfig, recommend
 from raymmrec.runtime import RayConfig
-from raymmrec.train.pretrain import PretrainConfig, run_pretrain
+from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 from raymmrec.tune.algorithms import check_search_config
 from raymmrec.tune.search import TuneBackbonesConfig, resolve_spaces, tune_backbones
 
@@ -54,6 +53,7 @@ class PipelineConfig:
     workdir: str = "runs/pipeline"
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     force: list[str] = field(default_factory=list)        # stages to re-run even when their output exists
+    verbose: bool = False      # jobs/pipeline.py: show Ray's, Tune's and the workers' own output (else in <workdir>/logs)
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(synth=SynthConfig(size="small")))
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     features: FeaturesConfig = field(default_factory=_default_features)
@@ -116,9 +116,11 @@ def _check(cfg: PipelineConfig) -> None:
 class Pipeline:
     """Runs the configured stages in order, reusing finished ones."""
 
-    def __init__(self, cfg: PipelineConfig, out: Callable[[str], None] = print) -> None:
+    def __init__(self, cfg: PipelineConfig, out: Callable[[str], None] = print,
+                 detail: Callable[[str], None] | None = None) -> None:
         _check(cfg)
         self.cfg, self.out = cfg, out
+        self.detail = detail or out       # the stages' own lines
         self.records: dict[str, StageRecord] = {}
         self.workdir = Path(cfg.workdir)
 
@@ -137,6 +139,7 @@ class Pipeline:
             outputs = run(folder)   # each stage opens its own MLflow run, nested under the pipeline's
             rec = StageRecord(stage, key, folder, "ran", time.perf_counter() - t0, outputs)
             marker.write_text(json.dumps(outputs, indent=1, default=str))
+            self.out(f"[pipeline] {stage}: done in {rec.seconds:.0f}s")
         self.records[stage] = rec
         return rec
 
@@ -188,8 +191,9 @@ class Pipeline:
         if "pretrain" in self.records and not sub.encoder:
             sub.encoder = self.records["pretrain"].outputs["encoder_dir"]
         sub.name = f"{sub.method}-{self.records_key('features', folder)}"
-        res = extract_features(sub, self.out)
-        return {"feature_set": res.name, "folder": str(res.folder), "quality": res.quality,
+        sub.output = str(folder / sub.name)       # the stage's own folder: the prepared dataset dir stays as it was
+        res = extract_features(sub, self.detail)
+        return {"feature_set": str(res.folder), "name": res.name, "folder": str(res.folder), "quality": res.quality,
                 "manifest": res.manifest}
 
     def records_key(self, stage: str, folder: Path) -> str:
@@ -202,7 +206,7 @@ class Pipeline:
         if "features" in self.records:
             sub.features = self.records["features"].outputs["feature_set"]
         sub.output, sub.name = str(folder), "search"
-        res = tune_backbones(sub, out=self.out)
+        res = tune_backbones(sub, out=self.detail)
         best = res.best_model
         if best is None or best.model not in res.best_checkpoints:
             raise ConfigError("pipeline: the tune stage finished without a best checkpoint (no trial completed)")
@@ -217,7 +221,7 @@ class Pipeline:
         sub = replace(self._sub(self.cfg.recommend), data=self.records["prepare"].outputs["dataset_dir"],
                       features=tuned["features"], checkpoint=tuned["best_checkpoint"], run_id="",
                       output=str(folder / "recommendations"))
-        path = recommend(sub, self.out)
+        path = recommend(sub, self.detail)
         return {"recommendations": str(path.resolve()), "model": tuned["best_model"]}
 
 
@@ -235,7 +239,7 @@ def summary_text(records: dict[str, StageRecord]) -> str:
         lines += ["", f"pre-training: {o['steps']} steps, final {loss}; encoder {o['encoder_dir']}"]
     if "features" in records:
         o = records["features"].outputs
-        lines += ["", f"features '{o['feature_set']}' in {o['folder']}; quality (Recall@K):"]
+        lines += ["", f"features '{o.get('name', o['feature_set'])}' in {o['folder']}; quality (Recall@K):"]
         lines += [f"  {k:<40} {v:.4f}" for k, v in sorted(o["quality"].items()) if isinstance(v, (int, float))]
     if "tune" in records:
         o = records["tune"].outputs
@@ -246,15 +250,11 @@ def summary_text(records: dict[str, StageRecord]) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(cfg: PipelineConfig, out: Callable[[str], None] = print) -> dict[str, StageRecord]:
-    """Run the pipeline and print its summary."""
+def run_pipeline(cfg: PipelineConfig, out: Callable[[str], None] = print,
+                 detail: Callable[[str], None] | None = None) -> dict[str, StageRecord]:
+    """Run the pipeline and print its summary (`detail`: where the stages' own lines go; default `out`)."""
     t0 = time.perf_counter()
-    records = Pipeline(cfg, out).run()
+    records = Pipeline(cfg, out, detail).run()
     out(summary_text(records))
     out(f"\npipeline wall time: {time.perf_counter() - t0:.0f}s")
     return records
-
-
-def dataset_of(records: dict[str, StageRecord]) -> DatasetDir:
-    """The dataset dir the pipeline prepared."""
-    return DatasetDir.at(records["prepare"].outputs["dataset_dir"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+import sys
 from typing import Any
 
 
@@ -83,3 +84,10 @@ def torch_trainer_settings(name: str, storage: str, num_workers: int, use_gpu: b
             "run_config": RunConfig(name=name, storage_path=storage,
                                     failure_config=FailureConfig(max_failures=max_failures),
                                     checkpoint_config=CheckpointConfig(num_to_keep=2))}
+
+
+def say(line: str) -> None:
+    """Print one progress line from a Ray Train worker."""
+    # Ray Train patches print() into its logger, which reaches the driver twice; raw stdout arrives once
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -151,14 +151,6 @@ def metric_history(run_id: str, keys: list[str], uri: str | None = None) -> list
     return [rows[s] for s in sorted(rows)]
 
 
-def active_run_id() -> str | None:
-    """The id of the active run, if any (to hand to worker processes)."""
-    import mlflow
-
-    run = mlflow.active_run()
-    return run.info.run_id if run is not None else None
-
-
 def metric_name(name: str) -> str:
     """MLflow-safe metric name (`recall@20` → `recall_at_20`)."""
     return name.replace("@", "_at_")
@@ -246,6 +238,16 @@ def log_text(text: str, artifact_file: str) -> None:
 
     if mlflow.active_run() is not None:
         mlflow.log_text(text, artifact_file)
+
+
+def log_from_worker(args: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+    """Log a Ray Train worker's metrics into the driver's run (`args`: run_id, tracking_uri); never raises."""
+    try:
+        log_metrics_to_run(args["run_id"], args["tracking_uri"], metrics, step)
+    except Exception as exc:  # noqa: BLE001 - a tracking hiccup must not kill a long run
+        import logging
+
+        logging.getLogger(__name__).warning("MLflow logging failed at step %d: %s", step, exc)
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:

@@ -106,8 +106,11 @@ def test_job_with_paradigm_ete_and_unsupported_model(dataset_dir, tmp_path, mlfl
     assert any(k.startswith("encoder.") for k in again.model.state_dict())
     # the run's outputs for stages 3 and 5: a normal feature set, the encoder as a stage-2 dir, both named in best.pt
     state = load_checkpoint(again.best_checkpoint)
-    assert state["paradigm"] == "ete" and state["feature_set"].startswith("ete-")
-    manifest = read_manifest(Path(dataset_dir) / "features" / state["feature_set"])
+    # inside the run's own checkpoint dir: the dataset dir is left as it was
+    assert state["paradigm"] == "ete" and Path(state["feature_set"]).name.startswith("ete-")
+    assert Path(state["feature_set"]).parent == Path(again.best_checkpoint).parent.resolve()
+    assert not list((Path(dataset_dir) / "features").glob("ete-*"))
+    manifest = read_manifest(state["feature_set"])
     assert manifest["method"] == "ete" and manifest["modalities"] == ["text", "image"]
     _assert_features_are_the_encoders(dataset_dir, state)
     cfg.model = "lightgcn"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from raymmrec.features.cliper import fuse_views, fusion_dim, fusion_mlp, view_similarities, view_weights
-from raymmrec.features.prompts import VIEWS, cliper_views, joined_text
+from raymmrec.item_text import VIEWS, cliper_views, joined_text
 
 
 def test_views_fill_templates_and_drop_missing_fields():

@@ -11,7 +11,8 @@ import pytest
 
 from raymmrec.data import schema
 from raymmrec.features import CliperConfig, FeaturesConfig, InferenceConfig, QualityConfig, extract_features
-from raymmrec.features.inference import EncodeItems, TextPlan, preprocess_items
+from raymmrec.features.inference import EncodeItems
+from raymmrec.item_preprocess import TextPlan, preprocess_items
 from raymmrec.tracking import TrackingConfig
 
 UNDECODABLE, NO_IMAGE, MISSING_FILE, NO_BRAND_DESC, NO_TEXT = 3, 5, 7, 9, 11

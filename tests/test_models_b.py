@@ -10,7 +10,7 @@ from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.metrics import full_ranking_metrics, popularity_scores
 from raymmrec.recsys.registry import build_model, get_model
 from raymmrec.recsys.sampling import BPRSampler
-from raymmrec.recsys.sparse_item_graphs import cosine_topk
+from raymmrec.recsys.graphs import cosine_topk_tensors
 from raymmrec.recsys.trainer import TrainerConfig, train_model
 from recsys_planted import FAST_TRAINER, planted, tiny_data
 
@@ -122,7 +122,7 @@ def test_lattice_learned_graph_matches_the_dense_recipe_and_is_rebuilt_once_per_
 def test_cosine_topk_blockwise_equals_full():
     x = torch.randn(50, 8)
     full = torch.topk(F.normalize(x, dim=1) @ F.normalize(x, dim=1).T, 4, dim=1).indices
-    assert torch.equal(cosine_topk(x, 4, block_rows=7), full)
+    assert torch.equal(cosine_topk_tensors(x, 4, block_rows=7)[0], full)
 
 
 def test_bm3_trains_without_negatives_and_regularises_whole_tables():

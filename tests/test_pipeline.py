@@ -29,7 +29,9 @@ def test_pipeline_end_to_end_then_reuses_finished_stages(tmp_path, ray_local, ml
     assert stats["users"] > 100 and stats["items"] > 50
     assert (records["pretrain"].folder / "encoder").is_dir() and records["pretrain"].outputs["steps"] == 4
     feats = records["features"].outputs
-    assert feats["folder"].startswith(dataset) and feats["quality"]
+    # the features stage writes into its own folder, never into the prepared dataset dir
+    assert feats["folder"].startswith(str(records["features"].folder)) and feats["quality"]
+    assert sorted(p.name for p in (records["prepare"].folder / "dataset" / "features").iterdir()) == ["raw"]
     tuned = records["tune"].outputs
     assert tuned["features"] == feats["feature_set"] and tuned["best_model"] in ("lightgcn", "vbpr")
     recs = pq.read_table(records["recommend"].outputs["recommendations"])

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from raymmrec.encoders import EncoderConfig, create_encoder, load_encoder, save_encoder
-from raymmrec.train.deepspeed_setup import (DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict,
+from raymmrec.deepspeed_setup import (DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict,
                                             create_engine)
-from raymmrec.train.objectives import LossConfig, PretrainModel
-from raymmrec.train.pairs import MaskSpec, encode_pairs
+from raymmrec.pretrain.objectives import LossConfig, PretrainModel
+from raymmrec.pretrain.pairs import MaskSpec, encode_pairs
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from ray_faults import kill_a_worker_once_checkpointed
 
 from raymmrec.encoders import load_encoder, read_encoder_config
-from raymmrec.train.pairs import PairDataConfig
-from raymmrec.train.pretrain import PretrainConfig, run_pretrain
+from raymmrec.pretrain.pairs import PairDataConfig
+from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 
 
 @pytest.fixture(scope="module")

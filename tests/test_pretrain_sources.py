@@ -12,7 +12,7 @@ from PIL import Image
 
 from raymmrec.encoders import EncoderConfig
 from raymmrec.errors import DataError
-from raymmrec.train.pairs import MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset
+from raymmrec.pretrain.pairs import MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset
 
 
 def _png(color) -> bytes:

@@ -94,7 +94,7 @@ class DatasetDir:
 
     def features(self, name: str) -> Path:
         """Folder of the feature set `name`: one `<modality>.npy` per modality, rows in item order."""
-        return self.root / FEATURES_DIR / name
+        return self.root / FEATURES_DIR / name     # the same place raymmrec.feature_sets.feature_set_folder names
 
     def feature_sets(self) -> list[str]:
         """Names of the feature sets present."""

@@ -2,7 +2,7 @@
 from raymmrec.features.extract import (CliperConfig, ExtractResult, FeaturesConfig, InferenceConfig,
                                        extract_features)
 from raymmrec.features.quality import QualityConfig, feature_quality, quality_report
-from raymmrec.features.store import read_manifest
+from raymmrec.feature_sets import read_manifest
 
 __all__ = ["CliperConfig", "ExtractResult", "FeaturesConfig", "InferenceConfig", "QualityConfig", "extract_features",
            "feature_quality", "quality_report", "read_manifest"]

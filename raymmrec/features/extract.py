@@ -14,17 +14,19 @@ import pyarrow.parquet as pq
 from raymmrec import tracking
 from raymmrec.config import flatten, to_dict
 from raymmrec.data import schema
+from raymmrec.default_dataset import default_dataset_dir
 from raymmrec.encoders import EncoderConfig
+from raymmrec.encoders.source import EncoderSource, resolve_encoder
 from raymmrec.errors import ConfigError
+from raymmrec.feature_sets import (TABLE_FILE, VIEWS_DIR, ItemArrays, blocks, publish, staging_dir, write_item_table,
+                                   write_manifest)
 from raymmrec.features import cliper as cliper_ops
-from raymmrec.features.encoder_source import EncoderSource, resolve_encoder
-from raymmrec.features.inference import (IMAGE_MISSING, IMAGE_OK, IMAGE_STATUS_NAMES, IMAGE_UNDECODABLE,
-                                         ITEM_COLUMNS, EncodeItems, TextPlan, preprocess_items)
-from raymmrec.features.prompts import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS, FIELD_TEMPLATES, VIEWS
+from raymmrec.features.inference import EncodeItems
 from raymmrec.features.quality import (QualityConfig, check_quality_config, format_rows, log_quality, quality_report,
                                        quality_rows)
-from raymmrec.features.store import (TABLE_FILE, VIEWS_DIR, ItemArrays, blocks, publish, staging_dir,
-                                     write_item_table, write_manifest)
+from raymmrec.item_preprocess import (IMAGE_MISSING, IMAGE_OK, IMAGE_STATUS_NAMES, IMAGE_UNDECODABLE, ITEM_COLUMNS,
+                                      TextPlan, preprocess_items)
+from raymmrec.item_text import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS, FIELD_TEMPLATES, VIEWS
 from raymmrec.runtime import RayConfig, init_ray
 from raymmrec.tracking import TrackingConfig
 
@@ -64,7 +66,8 @@ class FeaturesConfig:
     encoder: str = ""                 # stage-2 dir | open_clip '<model>:<tag>' | config / checkpoint file | '' (init)
     init: EncoderConfig = field(default_factory=lambda: EncoderConfig(kind="clip"))
     data: str = ""                    # dataset dir; '' = the generated synthetic set
-    name: str = ""                    # features/<name>; '' = the method
+    name: str = ""                    # the set's name; '' = the method
+    output: str = ""                  # the set's folder; '' = <dataset dir>/features/<name> (then usable by name)
     text_fields: list[str] = field(default_factory=lambda: list(CLIP_TEXT_FIELDS))     # clip
     beit3_text_fields: list[str] = field(default_factory=lambda: list(BEIT3_TEXT_FIELDS))
     single_modality: bool = True      # beit3: also image-only / text-only CLS (views/), for mask-modality quality
@@ -93,13 +96,7 @@ def dataset_path(cfg: FeaturesConfig, out: Callable[[str], None] = print) -> Pat
     """The configured dataset dir, generating the synthetic set under <tracking.root>/data the first time."""
     if cfg.data:
         return schema.DatasetDir.at(cfg.data).root
-    from raymmrec.data.synth import SynthConfig, generate_dataset
-
-    root = Path(cfg.tracking.root) / "data" / f"synth-{cfg.synth_size}-seed{cfg.synth_seed}"
-    if not (root / schema.STATS_FILE).is_file():
-        out(f"generating the {cfg.synth_size} synthetic dataset in {root}")
-        generate_dataset(SynthConfig(size=cfg.synth_size, seed=cfg.synth_seed), root)
-    return root
+    return default_dataset_dir(cfg.tracking.root, cfg.synth_size, cfg.synth_seed, out)
 
 
 def encoder_for(cfg: FeaturesConfig) -> EncoderSource:
@@ -272,9 +269,9 @@ def extract_features(cfg: FeaturesConfig, out: Callable[[str], None] = print) ->
     params = flatten(to_dict(cfg)) | {"encoder.checkpoint_hash": source.checkpoint_hash}
     with tracking.job_run(cfg.tracking, f"features:{name}", params,
                           tags={"stage": "features", "method": cfg.method, "feature_set": name}):
-        out(f"extracting features/{name} ({cfg.method}) for {n_items} items of {root} with encoder "
+        out(f"extracting feature set {name} ({cfg.method}) for {n_items} items of {root} with encoder "
             f"{source.describe()['model']} ({source.checkpoint_hash})")
-        final = ds.features(name)
+        final = Path(cfg.output) if cfg.output else ds.features(name)
         tmp = staging_dir(final)
         flags = {"image_status": ((), np.int8)}
         flags.update({"present": ((len(plan.views),), bool)} if cfg.method == "cliper" else {"text_ok": ((), bool)})
@@ -307,7 +304,7 @@ def extract_features(cfg: FeaturesConfig, out: Callable[[str], None] = print) ->
                 out(f"  {counts[kind]} items with {kind.replace('_', ' ')}: flagged in {TABLE_FILE}, zero rows")
         metrics: dict[str, float] = {}
         if cfg.quality.enabled:
-            metrics = quality_report(root, name, cfg.quality)
+            metrics = quality_report(root, str(final), cfg.quality)
             rows = quality_rows({name: metrics}, cfg.quality.ks)
             log_quality(metrics, rows)
             out(format_rows(rows))

@@ -1,76 +1,14 @@
-"""The two Ray Data stages of extraction: CPU preprocessing tasks and the encoder actor (one model load per actor).
+"""The encoder stage of extraction (one model load per Ray Data actor); the CPU preprocessing tasks run
+`raymmrec.item_preprocess.preprocess_items`.
 
 Every batch carries the `item` id through both stages, because Ray Data does not keep row order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from raymmrec.data.content_features import decode_image
-from raymmrec.encoders import EncoderConfig
-from raymmrec.features.encoder_source import EncoderSource
-from raymmrec.features.prompts import cliper_views, joined_text
-from raymmrec.train.pairs import _image_from_ref, _preprocess_for
-
-# image_status values (also the manifest's counts)
-IMAGE_OK, IMAGE_MISSING, IMAGE_UNDECODABLE = 0, 1, 2
-IMAGE_STATUS_NAMES = {IMAGE_OK: "ok", IMAGE_MISSING: "missing", IMAGE_UNDECODABLE: "undecodable"}
-ITEM_COLUMNS = ["item", "title", "brand", "categories", "description", "image", "image_bytes"]
-
-
-@dataclass(frozen=True)
-class TextPlan:
-    """What text each item gets: one joined text of `fields` (clip, beit3) or one prompt per view (cliper)."""
-
-    method: str
-    fields: tuple[str, ...] = ()
-    views: tuple[str, ...] = ()
-
-
-def load_image(row: dict[str, Any], root: Path) -> tuple[Any, int]:
-    """(PIL image or None, image status) of an items row: inline bytes first, then the path / URL."""
-    data = row.get("image_bytes") or _image_from_ref(row.get("image"), root)
-    if not data:
-        return None, IMAGE_MISSING
-    image = decode_image(data)
-    return (image, IMAGE_OK) if image is not None else (None, IMAGE_UNDECODABLE)
-
-
-def preprocess_items(table, encoder: EncoderConfig, plan: TextPlan, root: str) -> dict[str, np.ndarray]:
-    """Items → `item`, `image_status`, `pixels` (zeros when not decodable) and `tokens` with their presence flags.
-
-    clip / beit3: `tokens` [B, L] and `text_ok` [B]; cliper: `tokens` [B, C, L] and `present` [B, C].
-    Texts longer than the encoder's context are truncated by its tokenizer (77, 248 with Long-CLIP, 128 BEiT3).
-    """
-    pp = _preprocess_for(encoder)
-    rows = table.to_pylist()
-    size = pp.image_size
-    pixels = np.zeros((len(rows), 3, size, size), np.float32)
-    status = np.zeros(len(rows), np.int8)
-    for i, row in enumerate(rows):
-        image, status[i] = load_image(row, Path(root))
-        if image is not None:
-            pixels[i] = pp.image_transform(image).numpy()
-    out = {"item": np.array([r["item"] for r in rows], np.int64), "image_status": status, "pixels": pixels}
-    if plan.method == "cliper":
-        texts = [cliper_views(r, plan.views) for r in rows]
-        present = np.array([[t is not None for t in views] for views in texts], bool)
-        present = present.reshape(len(rows), len(plan.views))
-        flat = [t or "" for views in texts for t in views]
-        tokens = pp.tokenizer(flat).numpy().astype(np.int64) if flat else np.zeros((0, pp.tokenizer.context_length))
-        out["tokens"] = tokens.reshape(len(rows), len(plan.views), -1).astype(np.int64)
-        out["present"] = present
-    else:
-        texts = [joined_text(r, plan.fields) for r in rows]
-        out["text_ok"] = np.array([t is not None for t in texts], bool)
-        tokens = pp.tokenizer([t or "" for t in texts]).numpy() if rows else np.zeros((0, pp.tokenizer.context_length))
-        out["tokens"] = tokens.astype(np.int64)
-    return out
-
+from raymmrec.encoders.source import EncoderSource
+from raymmrec.item_preprocess import IMAGE_OK
 
 class EncodeItems:
     """Ray Data actor: builds the encoder once, then embeds preprocessed batches (only the inputs present)."""

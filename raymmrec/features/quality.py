@@ -29,8 +29,7 @@ import scipy.sparse as sp
 from raymmrec import tracking
 from raymmrec.data import schema
 from raymmrec.errors import ConfigError, DataError
-from raymmrec.features.store import VIEWS_DIR, blocks
-from raymmrec.recsys.interaction_data import load_feature_set
+from raymmrec.feature_sets import VIEWS_DIR, blocks, feature_set_folder, load_feature_set
 
 VISION_MODALITIES = ("image",)
 UNIFIED_SUBSTITUTES = {"vision": "text_only", "text": "image_only"}   # what a unified item keeps when one is masked
@@ -235,13 +234,14 @@ def feature_quality(features: dict[str, np.ndarray], log: TrainLog, cfg: Quality
 
 
 def quality_report(dataset_dir: str | Path, feature_set: str, cfg: QualityConfig | None = None) -> dict[str, float]:
-    """Feature-quality metrics of `features/<feature_set>` of a dataset dir, on its training interactions."""
+    """Feature-quality metrics of a feature set (a folder, or a name in the dataset dir) on the dataset's training
+    interactions."""
     cfg = cfg or QualityConfig()
     ds = schema.DatasetDir.at(dataset_dir)
-    folder = ds.features(feature_set)
+    folder = feature_set_folder(ds.root, feature_set)
     if not folder.is_dir():
         raise DataError(f"dataset dir '{ds.root}' has no feature set '{feature_set}' "
-                        f"(available: {', '.join(ds.feature_sets()) or 'none'})")
+                        f"(available: {', '.join(ds.feature_sets()) or 'none'}), and it is no feature-set folder")
     features, _ = load_feature_set(folder)
     return feature_quality(features, TrainLog.from_dataset_dir(ds.root), cfg, folder)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raymmrec.data import schema
-from raymmrec.features.store import publish, staging_dir, write_manifest
+from raymmrec.feature_sets import publish, staging_dir, write_manifest
 
 
 def write_random_features(dataset_dir: str | Path, name: str = "random", dims: dict[str, int] | None = None,

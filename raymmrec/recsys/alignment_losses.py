@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from raymmrec.recsys.modal_branches import info_nce
+
 
 def cosine_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """In-batch cosine InfoNCE, one direction: row r of `anchors` should pick row r of `candidates`.
@@ -11,8 +13,7 @@ def cosine_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature
     MMRec's MGCN / AlignRec write -log(exp(c_rr/τ) / Σ_c exp(c_rc/τ)); the cross-entropy form is the same
     value without overflow. Duplicate rows stay as (false) negatives, as there.
     """
-    logits = F.normalize(anchors, dim=1) @ F.normalize(candidates, dim=1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    return info_nce(F.normalize(anchors, dim=1), F.normalize(candidates, dim=1), temperature)
 
 
 def cosine_alignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

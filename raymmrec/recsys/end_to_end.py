@@ -20,13 +20,13 @@ from torch import nn
 from raymmrec.data import schema
 from raymmrec.encoders import EncoderConfig, MultimodalEncoder
 from raymmrec.errors import ConfigError, DataError
-from raymmrec.features.encoder_source import EncoderSource, resolve_encoder
-from raymmrec.features.inference import IMAGE_OK, ITEM_COLUMNS, TextPlan, preprocess_items
-from raymmrec.features.prompts import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS
+from raymmrec.encoders.source import EncoderSource, resolve_encoder
+from raymmrec.item_preprocess import IMAGE_OK, ITEM_COLUMNS, TextPlan, preprocess_items
+from raymmrec.item_text import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.recommender import Recommender
 from raymmrec.recsys.sampling import Batch
-from raymmrec.train.deepspeed_setup import DeepSpeedConfig
+from raymmrec.deepspeed_setup import DeepSpeedConfig
 
 RAY_ONLY_FIELDS = ("cpus_per_worker", "use_gpu", "max_failures", "storage_path")
 

@@ -1,5 +1,6 @@
-"""What an end-to-end run leaves for the other stages: the trained encoder's item features as a normal feature set,
-its consolidated weights as a stage-2 encoder dir, and both named in best.pt (so stage 5 needs no extra flags)."""
+"""What an end-to-end run leaves for the other stages, inside its own checkpoint dir: the trained encoder's item
+features as a normal feature set, its consolidated weights as a stage-2 encoder dir, and both named (by path) in
+best.pt, so stage 5 needs no extra flags and the dataset dir is never written."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 
 from raymmrec.data import schema
 from raymmrec.encoders import MultimodalEncoder, save_encoder
-from raymmrec.features.store import TABLE_FILE, publish, staging_dir, write_item_table, write_manifest
+from raymmrec.feature_sets import TABLE_FILE, publish, staging_dir, write_item_table, write_manifest
 from raymmrec.recsys.checkpoint import load_checkpoint, update_checkpoint
 from raymmrec.recsys.end_to_end import (EndToEndConfig, ItemInputs, encode_all, encoder_source,
                                         preprocess_dataset_items, text_plan)
@@ -38,13 +39,14 @@ def best_encoder(cfg: EndToEndConfig, best: str | Path, n_items: int,
 
 def publish_end_to_end(cfg: EndToEndConfig, best: str | Path, encoder: MultimodalEncoder, inputs: ItemInputs,
                        dataset_dir: str | Path) -> tuple[str, Path]:
-    """Write features/ete-<hash>/ of the dataset and <checkpoint dir>/encoder/, record both in best.pt."""
+    """Write <checkpoint dir>/ete-<hash>/ (the feature set) and <checkpoint dir>/encoder/, record both in best.pt;
+    returns (the feature set's folder, the encoder dir)."""
     best = Path(best)
     ds = schema.DatasetDir.at(dataset_dir)
     name = feature_set_name(best.parent)
     inputs = inputs.to(next(encoder.parameters()).device)
     feats = {m: v.cpu().numpy() for m, v in encode_all(encoder.eval(), inputs).items()}
-    final = ds.features(name)
+    final = (best.parent / name).resolve()
     tmp = staging_dir(final)
     for modality, arr in feats.items():
         np.save(tmp / f"{modality}.npy", arr)
@@ -60,6 +62,6 @@ def publish_end_to_end(cfg: EndToEndConfig, best: str | Path, encoder: Multimoda
     })
     publish(tmp, final)
     encoder_dir = save_encoder(encoder, best.parent / ENCODER_DIR, extra={"paradigm": "ete", "checkpoint": str(best)})
-    update_checkpoint(best, paradigm="ete", feature_set=name, dataset=str(ds.root.resolve()),
+    update_checkpoint(best, paradigm="ete", feature_set=str(final), dataset=str(ds.root.resolve()),
                       encoder_dir=str(encoder_dir.resolve()))
-    return name, encoder_dir
+    return str(final), encoder_dir

@@ -12,7 +12,6 @@ import dataclasses
 import math
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from raymmrec.recsys.end_to_end import EndToEndConfig
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.trainer import TrainerConfig, TrainingProgress, TrainResult, with_model_defaults
 from raymmrec.runtime import RayConfig, torch_trainer_settings
-from raymmrec.train.deepspeed_setup import OptimConfig, build_ds_config
+from raymmrec.deepspeed_setup import OptimConfig, build_ds_config
 
 DS_DIR = "deepspeed"              # the encoder engine's checkpoint (every rank's shard) inside a Ray checkpoint
 PROGRESS_FILE = "progress.pt"     # rank 0: the TrainingProgress, for the driver's TrainResult
@@ -100,9 +99,9 @@ def ete_worker(args: dict[str, Any]) -> None:
     from raymmrec.recsys.metrics import evaluate_splits
     from raymmrec.recsys.report import epoch_line
     from raymmrec.recsys.sampling import BPRSampler
-    from raymmrec.recsys.trainer import EVAL_SPLITS, adam_optimizer, build_model, epoch_lr_factor, run_hash
-    from raymmrec.train.deepspeed_setup import compute_dtype, create_engine, select_accelerator
-    from raymmrec.train.pretrain_loop import log_to_mlflow, say
+    from raymmrec.recsys.trainer import EVAL_SPLITS, adam_optimizer, build_model, epoch_lr_factor, fit_epochs, run_hash
+    from raymmrec.deepspeed_setup import compute_dtype, create_engine, select_accelerator
+    from raymmrec.runtime import say
 
     on_gpu = select_accelerator()
     ctx = ray.train.get_context()
@@ -131,38 +130,37 @@ def ete_worker(args: dict[str, Any]) -> None:
     if _restore(engine, parts, progress, keep) and rank == 0:
         say(f"resumed after epoch {progress.epoch}")
         if args["run_id"]:
-            log_to_mlflow(tracking, args, {"resumed_at_epoch": progress.epoch}, progress.epoch)
+            tracking.log_from_worker(args, {"resumed_at_epoch": progress.epoch}, progress.epoch)
     meta = {"model_name": spec.name, "model_config": to_dict(mcfg), "trainer_config": to_dict(args["trainer"]),
             "config_hash": run_hash(spec.name, mcfg, args["trainer"], data)}
-    while progress.running():
-        epoch = progress.epoch + 1
-        t0 = time.perf_counter()
-        model.train()
-        model.pre_epoch(epoch)
+    encoder_lr = 0.0
+
+    def train_epoch(epoch: int) -> float:
+        # the optimiser step of this paradigm: the encoder's DeepSpeed engine and the backbone's Adam, on shards
+        nonlocal encoder_lr
         encoder_lr = cfg.encoder_lr * factor(epoch - 1)
         for group in engine.optimizer.param_groups:
             group["lr"] = encoder_lr
-        train_loss = _train_epoch(model, engine, optimizer, params, sampler, rank, world)
-        scheduler.step()
-        t1 = time.perf_counter()
+        return _train_epoch(model, engine, optimizer, params, sampler, rank, world)
+
+    def evaluate() -> Any:
+        model.refresh()
         metrics = None
-        if progress.evaluates(epoch, train_loss):
-            model.eval()
-            model.refresh()
-            if rank == 0:
-                metrics = evaluate_splits(model.full_scores, data, EVAL_SPLITS, tcfg.topk, tcfg.eval_batch_size,
-                                          device)
-            metrics = _from_rank0(metrics)
-        record = progress.close_epoch(epoch, train_loss, optimizer.param_groups[0]["lr"], t0, t1, metrics)
+        if rank == 0:
+            metrics = evaluate_splits(model.full_scores, data, EVAL_SPLITS, tcfg.topk, tcfg.eval_batch_size, device)
+        return _from_rank0(metrics)
+
+    def after_epoch(record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
         record["encoder_lr"] = encoder_lr
         if rank == 0:
             say(epoch_line(record, tcfg.valid_metric))
             if args["run_id"]:
-                log_to_mlflow(tracking, args, {k: v for k, v in record.items() if not k.startswith("best/")}, epoch)
+                tracking.log_from_worker(args, {k: v for k, v in record.items() if not k.startswith("best/")}, epoch)
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if not progress.wants_checkpoint(record):
             ray.train.report(numbers)
-            continue
+            return
         with tempfile.TemporaryDirectory(prefix="raymmrec-ete-ckpt-") as tmp:
             engine.save_checkpoint(str(Path(tmp) / DS_DIR), tag=f"epoch{epoch}", client_state={
                 **{k: v.state_dict() for k, v in parts.items()}, "progress": progress.state_dict(),
@@ -176,6 +174,8 @@ def ete_worker(args: dict[str, Any]) -> None:
                     shutil.copyfile(keep / BEST, Path(tmp) / BEST)
                 torch.save(progress.state_dict(), Path(tmp) / PROGRESS_FILE)
             ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    fit_epochs(progress, model, train_epoch, scheduler, optimizer, evaluate, after_epoch)
     shutil.rmtree(keep, ignore_errors=True)
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
 AdjacencyNorm = Literal["sym", "sym_prime", "rw_self_loop"]
 
@@ -63,27 +64,32 @@ def normalized_adjacency(interactions: sp.spmatrix, norm: AdjacencyNorm = "sym",
     return (d @ a @ d).tocsr().astype(np.float32)
 
 
+def cosine_topk_tensors(x: torch.Tensor, k: int, block_rows: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, cosines), each n × k on x's device, of every row's k most similar rows (self included), by row
+    block and without gradient: never an n × n matrix in memory."""
+    n = x.shape[0]
+    if not 0 < k <= n:
+        raise ValueError(f"k={k} must be in 1..{n} (the number of items)")
+    with torch.no_grad():
+        xn = F.normalize(x.detach().to(torch.float32), dim=1)
+        idx = torch.empty(n, k, dtype=torch.long, device=x.device)
+        val = torch.empty(n, k, dtype=torch.float32, device=x.device)
+        for start in range(0, n, block_rows):
+            val[start:start + block_rows], idx[start:start + block_rows] = torch.topk(
+                xn[start:start + block_rows] @ xn.T, k, dim=1)
+    return idx, val
+
+
 def cosine_topk(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(columns, cosine similarities), each n × k, of every row's k most similar rows (self included), by row block."""
+    """`cosine_topk_tensors` of a feature matrix as numpy (columns, cosine similarities), each n × k."""
     if isinstance(features, torch.Tensor):
         x = features.detach().to(torch.float32)
     else:
         with warnings.catch_warnings():   # object-store arrays are read-only; x is never written in place
             warnings.filterwarnings("ignore", message=".*not writable")
             x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    n = x.shape[0]
-    if not 0 < k <= n:
-        raise ValueError(f"k={k} must be in 1..{n} (the number of items)")
-    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    cols = np.empty((n, k), dtype=np.int64)
-    vals = np.empty((n, k), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, n, block_rows):
-            sim = x[start:start + block_rows] @ x.T
-            top_val, top_idx = torch.topk(sim, k, dim=1)
-            cols[start:start + len(sim)] = top_idx.numpy()
-            vals[start:start + len(sim)] = top_val.numpy()
-    return cols, vals
+    idx, val = cosine_topk_tensors(x, k, block_rows)
+    return idx.cpu().numpy(), val.cpu().numpy()
 
 
 def knn_from_topk(cols: np.ndarray, vals: np.ndarray, weighted: bool = False) -> sp.csr_matrix:

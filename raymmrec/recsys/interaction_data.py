@@ -1,7 +1,6 @@
 """InteractionData: the train / valid / test interactions, item features and graphs every backbone trains on."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,49 +12,12 @@ import torch
 
 from raymmrec.data import schema
 from raymmrec.errors import DataError
+from raymmrec.feature_sets import feature_set_folder, load_feature_set, load_npy
 from raymmrec.recsys.graphs import AdjacencyNorm, cosine_topk, knn_from_topk, normalized_adjacency, to_torch_csr
 from raymmrec.recsys.knn_cache import load_topk, save_topk, topk_cache_file
 
 SPLITS = ("train", "valid", "test")
 COLD_ITEM_MAX_TRAIN = 4          # "cold" = fewer than 5 training interactions
-FEATURE_MANIFEST = "manifest.json"
-
-
-def _modality_order(names: list[str]) -> list[str]:
-    """Text first, then the rest by name: MMRec's VBPR concatenates [text; image]."""
-    return sorted(names, key=lambda n: (n != "text", n))
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"feature file '{path}' is not a numeric .npy array ({exc})") from None
-
-
-def load_feature_set(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read `<folder>/*.npy` (or the modalities a manifest.json lists): arrays and file paths per modality."""
-    folder = Path(folder)
-    manifest = folder / FEATURE_MANIFEST
-    if manifest.is_file():
-        listed = json.loads(manifest.read_text()).get("modalities")
-        if isinstance(listed, Mapping):
-            files = {str(k): folder / str(v) for k, v in listed.items()}
-        elif isinstance(listed, list) and listed:
-            files = {str(m): folder / f"{m}.npy" for m in listed}
-        else:
-            raise DataError(f"{manifest}: expected 'modalities' as a non-empty list or mapping of name → file")
-    else:
-        files = {p.stem: p for p in sorted(folder.glob("*.npy"))}
-        files = {m: files[m] for m in _modality_order(list(files))}
-    if not files:
-        raise DataError(f"feature set '{folder}' holds no .npy file")
-    for name, path in files.items():
-        if not path.is_file():
-            raise DataError(f"feature file '{path}' (modality '{name}') does not exist")
-    return {name: _load_npy(path) for name, path in files.items()}, {name: str(p) for name, p in files.items()}
-
-
 def _checked_features(arr: np.ndarray, source: str, n_items: int) -> np.ndarray:
     """Float32 items × dim with every value finite, or a one-line DataError naming the file and row."""
     arr = np.asarray(arr)
@@ -155,10 +117,11 @@ class InteractionData:
         n_users = pq.read_metadata(ds.users).num_rows if ds.users.is_file() else None
         feats, files = None, None
         if features:
-            folder = ds.features(features)
+            folder = feature_set_folder(ds.root, features)
             if not folder.is_dir():
                 known = ", ".join(ds.feature_sets()) or "none"
-                raise DataError(f"dataset dir '{ds.root}' has no feature set '{features}' (available: {known})")
+                raise DataError(f"dataset dir '{ds.root}' has no feature set '{features}' (available: {known}), "
+                                f"and it is no feature-set folder")
             feats, files = load_feature_set(folder)
         return cls.from_arrays(table["user"].to_numpy(), table["item"].to_numpy(), table["split"].to_numpy(),
                                n_users=n_users, n_items=n_items, features=feats, name=ds.root.name,
@@ -181,7 +144,7 @@ class InteractionData:
         feats, files = {}, {}
         for modality, file in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
             if (root / file).is_file():
-                feats[modality] = _load_npy(root / file)
+                feats[modality] = load_npy(root / file)
                 files[modality] = str(root / file)
         users, items = table["userID"].to_numpy(), table["itemID"].to_numpy()
         # MMRec counts ids over all three splits.

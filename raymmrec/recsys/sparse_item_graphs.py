@@ -12,20 +12,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from raymmrec.recsys.graphs import AdjacencyNorm, normalized_adjacency, to_torch_csr
-
-
-def cosine_topk(x: torch.Tensor, k: int, block_rows: int = 2048) -> torch.Tensor:
-    """(n, k) column indices of each row's k most cosine-similar rows (itself included), in row blocks."""
-    n = x.shape[0]
-    if not 0 < k <= n:
-        raise ValueError(f"k={k} must be in 1..{n} (the number of items)")
-    with torch.no_grad():
-        xn = F.normalize(x.detach().to(torch.float32), dim=1)
-        out = torch.empty(n, k, dtype=torch.long, device=x.device)
-        for start in range(0, n, block_rows):
-            out[start:start + block_rows] = torch.topk(xn[start:start + block_rows] @ xn.T, k, dim=1).indices
-    return out
+from raymmrec.recsys.graphs import AdjacencyNorm, cosine_topk_tensors, normalized_adjacency, to_torch_csr
 
 
 @dataclass
@@ -60,7 +47,7 @@ def learned_knn_graph(features: list[torch.Tensor], weights: torch.Tensor, k: in
     """
     rows, cols, vals = [], [], []
     for w, x in zip(weights, features):
-        idx = cosine_topk(x, k, block_rows)
+        idx = cosine_topk_tensors(x, k, block_rows)[0]
         r = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
         c = idx.reshape(-1)
         xn = F.normalize(x, dim=1)

@@ -161,16 +161,16 @@ class TrainingProgress:
     def __init__(self, cfg: TrainerConfig) -> None:
         self.cfg = cfg
         self.stopper = EarlyStopping(cfg.patience)
-        self.st: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_valid": {}, "test_at_best": {}, "history": [],
+        self.state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_valid": {}, "test_at_best": {}, "history": [],
                                    "stop_reason": None, "seconds": 0.0}
 
     @property
     def epoch(self) -> int:
-        return self.st["epoch"]
+        return self.state["epoch"]
 
     def running(self) -> bool:
         """True while another epoch is due."""
-        return self.st["stop_reason"] is None and self.st["epoch"] < self.cfg.epochs
+        return self.state["stop_reason"] is None and self.state["epoch"] < self.cfg.epochs
 
     def evaluates(self, epoch: int, train_loss: float) -> bool:
         """Whether `epoch` ends with an evaluation (never after a non-finite loss)."""
@@ -180,7 +180,7 @@ class TrainingProgress:
                     metrics: Mapping[str, Mapping[str, float]] | None,
                     checkpoint_dir: str | None = None) -> dict[str, Any]:
         """Record one epoch (metrics: evaluate_splits' output or None); returns the report record."""
-        st = self.st
+        st = self.state
         record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "train_seconds": t1 - t0}
         improved = False
         if not math.isfinite(train_loss):
@@ -210,30 +210,30 @@ class TrainingProgress:
     def wants_checkpoint(self, record: Mapping[str, Any]) -> bool:
         """last.pt after this epoch: at a new best, at the end, and every `checkpoint_every` epochs."""
         every = self.cfg.checkpoint_every
-        return bool(record["improved"] or self.st["stop_reason"] or (every > 0 and record["epoch"] % every == 0))
+        return bool(record["improved"] or self.state["stop_reason"] or (every > 0 and record["epoch"] % every == 0))
 
     def stop_by_report(self) -> bool:
         """The caller's report asked to stop; True when that changes the outcome."""
-        if self.st["stop_reason"] is None:
-            self.st["stop_reason"] = "stopped_by_report"
+        if self.state["stop_reason"] is None:
+            self.state["stop_reason"] = "stopped_by_report"
             return True
         return False
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's `trainer` and `early_stopping` entries."""
-        return {"trainer": self.st, "early_stopping": {"best": self.stopper.best, "bad": self.stopper.bad}}
+        return {"trainer": self.state, "early_stopping": {"best": self.stopper.best, "bad": self.stopper.bad}}
 
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         """Restore from a checkpoint; a run that ran out of epochs (now more are allowed) or was stopped continues."""
-        self.st = copy.deepcopy(saved["trainer"])
-        if self.st["stop_reason"] in ("finished", "stopped_by_report") and self.st["epoch"] < self.cfg.epochs:
-            self.st["stop_reason"] = None
+        self.state = copy.deepcopy(saved["trainer"])
+        if self.state["stop_reason"] in ("finished", "stopped_by_report") and self.state["epoch"] < self.cfg.epochs:
+            self.state["stop_reason"] = None
         self.stopper = EarlyStopping(self.cfg.patience, saved["early_stopping"]["best"], saved["early_stopping"]["bad"])
 
     def result(self, model_name: str, model_cfg: ModelConfig, checkpoint_dir: Path | None, best: Path | None,
                model: Recommender | None) -> TrainResult:
         """The TrainResult of the run (a resumed run that had already run all its epochs counts as finished)."""
-        st = self.st
+        st = self.state
         if st["stop_reason"] is None:
             st["stop_reason"] = "finished"
         return TrainResult(model_name=model_name, model_config=to_dict(model_cfg), history=st["history"],
@@ -289,27 +289,21 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
                          "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
                          **progress.state_dict()}, ckpt_dir, best)
 
-    while progress.running():
-        epoch = progress.epoch + 1
-        t0 = time.perf_counter()
-        model.train()
-        model.pre_epoch(epoch)
-        train_loss = _train_epoch(model, sampler, optimizer)
-        scheduler.step()
-        t1 = time.perf_counter()
-        metrics = None
-        if progress.evaluates(epoch, train_loss):
-            model.eval()
-            metrics = evaluate_splits(model.full_scores, data, EVAL_SPLITS, trainer_cfg.topk,
-                                      trainer_cfg.eval_batch_size, device)
-        record = progress.close_epoch(epoch, train_loss, optimizer.param_groups[0]["lr"], t0, t1, metrics,
-                                      str(ckpt_dir) if ckpt_dir else None)
+    def evaluate() -> Mapping[str, Mapping[str, float]]:
+        return evaluate_splits(model.full_scores, data, EVAL_SPLITS, trainer_cfg.topk, trainer_cfg.eval_batch_size,
+                               device)
+
+    def after_epoch(record: dict[str, Any]) -> None:
+        nonlocal best_state
         if record["improved"] and ckpt_dir is None:
             best_state = copy.deepcopy(model.state_dict())
         if ckpt_dir is not None and progress.wants_checkpoint(record):
             checkpoint(record["improved"])
         if report is not None and report(dict(record)) is True and progress.stop_by_report() and ckpt_dir:
             checkpoint(False)
+
+    fit_epochs(progress, model, lambda epoch: _train_epoch(model, sampler, optimizer), scheduler, optimizer,
+               evaluate, after_epoch, str(ckpt_dir) if ckpt_dir else None)
 
     best_path = ckpt_dir / BEST if ckpt_dir is not None and (ckpt_dir / BEST).is_file() else None
     if best_path is not None:
@@ -318,6 +312,30 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
         model.load_state_dict(best_state)
     model.eval()
     return progress.result(spec.name, cfg, ckpt_dir, best_path, model)
+
+
+def fit_epochs(progress: TrainingProgress, model: Recommender, train_epoch: Callable[[int], float],
+               scheduler: Any, optimizer: torch.optim.Optimizer,
+               evaluate: Callable[[], Mapping[str, Mapping[str, float]] | None],
+               after_epoch: Callable[[dict[str, Any]], None], checkpoint_dir: str | None = None) -> None:
+    """The one epoch loop of every paradigm: train (`train_epoch(epoch)` holds the optimiser step: local Adam, or a
+    DeepSpeed engine on Ray workers), step the schedule, evaluate when due, record; `after_epoch` checkpoints and
+    reports. Runs until `progress` says stop."""
+    while progress.running():
+        epoch = progress.epoch + 1
+        t0 = time.perf_counter()
+        model.train()
+        model.pre_epoch(epoch)
+        train_loss = train_epoch(epoch)
+        scheduler.step()
+        t1 = time.perf_counter()
+        metrics = None
+        if progress.evaluates(epoch, train_loss):
+            model.eval()
+            metrics = evaluate()
+        record = progress.close_epoch(epoch, train_loss, optimizer.param_groups[0]["lr"], t0, t1, metrics,
+                                      checkpoint_dir)
+        after_epoch(record)
 
 
 def adam_optimizer(params: list[dict[str, Any]], cfg: TrainerConfig) -> torch.optim.Adam:

@@ -17,10 +17,10 @@ from typing import Any, Callable, Sequence
 
 from raymmrec import tracking
 from raymmrec.config import config_hash, to_dict
+from raymmrec.default_dataset import default_dataset_dir
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.registry import get_model
-from raymmrec.recsys.train_backbone import TrainBackboneConfig, load_training_data
 from raymmrec.recsys.trainer import TrainerConfig
 from raymmrec.runtime import RayConfig, init_ray
 from raymmrec.tune import storage
@@ -104,8 +104,8 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
     spaces = resolve_spaces(cfg)
     fixed = {get_model(k).name: dict(v) for k, v in cfg.params.items()}
     if data is None:
-        data = load_training_data(TrainBackboneConfig(data=cfg.data, features=cfg.features, output=cfg.output,
-                                                      synth_size=cfg.synth_size, synth_seed=cfg.synth_seed), out)
+        path = cfg.data or default_dataset_dir(cfg.tracking.root, cfg.synth_size, cfg.synth_seed, out)
+        data = InteractionData.load(path, cfg.features or None)
     for model in spaces:
         # Building each model once here checks the data before any trial, and fills what the data object
         # carries to every trial (FREEDOM's kNN graph) before its one trip to the object store.

@@ -10,17 +10,17 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from raymmrec.config import to_dict
-from raymmrec.encoders import EncoderConfig, create_preprocess
+from raymmrec.encoders import EncoderConfig
 from raymmrec.encoders.base import Preprocess
 from raymmrec.errors import DataError
+from raymmrec.item_preprocess import decode_image, image_bytes, preprocess_for
+from raymmrec.item_text import TEXT_FIELDS, item_text
 
 IGNORE = -100          # MLM label of positions that are not predicted (torch's cross_entropy default)
-TEXT_FIELDS = ("title", "brand", "categories", "description")
 _WDS_IMAGE_EXT = ("jpg", "jpeg", "png", "webp")
 
 
@@ -50,25 +50,6 @@ class MaskSpec:
 
     mlm_ratio: float
     mim_ratio: float
-
-
-def item_text(row: dict[str, Any], fields: list[str] | tuple[str, ...] = TEXT_FIELDS) -> str:
-    """The text of an item: its fields in order, lists joined by ', ', nested lists flattened, blanks skipped."""
-    parts = []
-    for name in fields:
-        value = row.get(name)
-        flat = _flatten_text(value)
-        if flat:
-            parts.append(flat)
-    return ". ".join(parts)
-
-
-def _flatten_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return ", ".join(s for s in (_flatten_text(v) for v in value) if s)
-    return str(value).strip()
 
 
 # ---------------------------------------------------------------- reading raw pairs: key, text, image bytes
@@ -134,29 +115,9 @@ def _raw_table(keys: list[str], texts: list[str], images: list[bytes | None]):
                      "image": pa.array(images, pa.binary())})
 
 
-def _image_from_ref(ref: Any, root: Path) -> bytes | None:
-    """Encoded image bytes from a local path (relative to `root`) or a URL; None when it cannot be read."""
-    if isinstance(ref, (list, tuple)):
-        ref = next((r for r in ref if r), None)
-    if isinstance(ref, dict):   # Amazon 2023: [{"large": url, "hi_res": url, ...}]
-        ref = ref.get("hi_res") or ref.get("large") or ref.get("thumb")
-    if not ref or not isinstance(ref, str):
-        return None
-    try:
-        if "://" in ref and not ref.startswith("file://"):
-            from urllib.request import urlopen
-
-            with urlopen(ref, timeout=10) as resp:  # noqa: S310 - user-given item image URL
-                return resp.read()
-        path = Path(ref.removeprefix("file://"))
-        return (path if path.is_absolute() else root / path).read_bytes()
-    except (OSError, ValueError):
-        return None
-
-
 def _items_to_raw(table, root: str, fields: list[str]):
     rows = table.to_pylist()
-    images = [r["image_bytes"] or _image_from_ref(r["image"], Path(root)) for r in rows]
+    images = [r["image_bytes"] or image_bytes(r["image"], Path(root)) for r in rows]
     keys = [str(r["asin"] if r["asin"] is not None else r["item"]) for r in rows]
     return _raw_table(keys, [item_text(r, fields) for r in rows], images)
 
@@ -173,7 +134,7 @@ def _jsonl_to_raw(table, fields: list[str]):
         texts.append(record["text"] if isinstance(record.get("text"), str) else item_text(_amazon_fields(record),
                                                                                            fields))
         inline = record.get("image_bytes")
-        images.append(base64.b64decode(inline) if isinstance(inline, str) and inline else _image_from_ref(
+        images.append(base64.b64decode(inline) if isinstance(inline, str) and inline else image_bytes(
             record.get("image") or record.get("imUrl") or record.get("imageURLHighRes") or record.get("imageURL")
             or record.get("images"), Path(path).parent))
     return _raw_table(keys, texts, images)
@@ -207,36 +168,12 @@ def _wds_to_raw(table, fields: list[str]):
 
 # ---------------------------------------------------------------- decode, transform, tokenize, mask
 
-_PREPROCESS: dict[str, Preprocess] = {}
-
-
-def _preprocess_for(encoder: EncoderConfig) -> Preprocess:
-    """One Preprocess per process and config (building the BPE tokenizer costs ~0.1 s)."""
-    key = json.dumps(to_dict(encoder), sort_keys=True)
-    if key not in _PREPROCESS:
-        _PREPROCESS[key] = create_preprocess(encoder)
-    return _PREPROCESS[key]
-
-
-def decode_image(data: bytes | None):
-    """A PIL RGB image, or None when `data` is missing or not a readable image."""
-    if not data:
-        return None
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    except Exception:  # noqa: BLE001 - PIL raises many types for corrupt files; a bad image is data, not a crash
-        return None
-
-
 def encode_pairs(batch: dict[str, np.ndarray], encoder: EncoderConfig, masks: MaskSpec | None, augment: bool,
                  mask_seed: int | None, counter: str | None) -> dict[str, np.ndarray]:
     """Raw pairs → model inputs: `pixels`, `tokens` and, with `masks`, `mlm_tokens`, `mlm_labels`, `image_mask`."""
     import torch
 
-    pp = _preprocess_for(encoder)
+    pp = preprocess_for(encoder)
     transform = pp.train_transform if augment else pp.image_transform
     drops: Counter = Counter()
     pixels, texts, keys = [], [], []

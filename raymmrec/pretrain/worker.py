@@ -1,8 +1,6 @@
 """The per-worker pre-training loop Ray Train runs: a DeepSpeed engine fed by this worker's shard of the pairs."""
 from __future__ import annotations
 
-import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -11,8 +9,8 @@ from typing import Any
 import torch
 
 from raymmrec.errors import DataError
+from raymmrec.runtime import say
 
-log = logging.getLogger(__name__)
 LOSS_PARTS = ("loss", "itc", "mlm", "mim")
 
 
@@ -90,8 +88,8 @@ def _report(engine, metrics: dict[str, float], step: int, position: tuple[int, i
 def build_engine(cfg: Any, rank: int, world: int, on_gpu: bool):
     """The encoder + objective heads of `cfg` as a DeepSpeed engine; returns (engine, its DeepSpeed config)."""
     from raymmrec.encoders import create_encoder
-    from raymmrec.train.deepspeed_setup import build_ds_config, create_engine
-    from raymmrec.train.objectives import PatchTeacher, PretrainModel, objective_parts
+    from raymmrec.deepspeed_setup import build_ds_config, create_engine
+    from raymmrec.pretrain.objectives import PatchTeacher, PretrainModel, objective_parts
 
     # the same seed everywhere keeps runs reproducible; DeepSpeed also broadcasts rank 0's initial weights
     torch.manual_seed(cfg.seed)
@@ -112,7 +110,7 @@ def train_worker(args: dict[str, Any]) -> None:
     import ray.train
 
     from raymmrec import tracking
-    from raymmrec.train.deepspeed_setup import compute_dtype, select_accelerator
+    from raymmrec.deepspeed_setup import compute_dtype, select_accelerator
 
     on_gpu = select_accelerator()
     cfg = args["cfg"]
@@ -125,7 +123,7 @@ def train_worker(args: dict[str, Any]) -> None:
     if rank == 0 and step:
         say(f"resumed at step {step} (epoch {epoch})")
         if args.get("run_id"):
-            log_to_mlflow(tracking, args, {"resumed_at_step": step}, step)
+            tracking.log_from_worker(args, {"resumed_at_step": step}, step)
     shard = ray.train.get_dataset_shard("train")
     window = Window()
     while step < cfg.max_steps:
@@ -162,7 +160,7 @@ def train_worker(args: dict[str, Any]) -> None:
                     metrics.update(_drop_counts(args.get("counter")))
                     _print_progress(metrics, cfg.max_steps)
                     if args.get("run_id"):
-                        log_to_mlflow(tracking, args, metrics, step)
+                        tracking.log_from_worker(args, metrics, step)
                 _report(engine, metrics, step, (epoch, seen), save)
                 window = Window()
         if seen == 0:
@@ -171,22 +169,7 @@ def train_worker(args: dict[str, Any]) -> None:
         epoch += 1
 
 
-def log_to_mlflow(tracking, args: dict, metrics: dict[str, float], step: int) -> None:
-    """Log a worker's metrics into the driver's MLflow run (`args`: run_id, tracking_uri); never raises."""
-    try:
-        tracking.log_metrics_to_run(args["run_id"], args["tracking_uri"], metrics, step)
-    except Exception as exc:  # noqa: BLE001 - a tracking hiccup must not kill a long run
-        log.warning("MLflow logging failed at step %d: %s", step, exc)
-
-
 def _print_progress(m: dict[str, float], max_steps: int) -> None:
     parts = " ".join(f"{k[5:]} {m[k]:.4f}" for k in ("loss_itc", "loss_mlm", "loss_mim") if k in m)
     say(f"step {int(m['step'])}/{max_steps} epoch {int(m['epoch'])} loss {m['loss']:.4f} ({parts}) "
         f"lr {m['lr']:.2e} {m['samples_per_s']:.1f} pairs/s data-wait {100 * m['data_wait_frac']:.0f}%")
-
-
-def say(line: str) -> None:
-    """Print one progress line from a Ray Train worker."""
-    # Ray Train patches print() into its logger, which reaches the driver twice; raw stdout arrives once
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()

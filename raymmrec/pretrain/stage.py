@@ -14,9 +14,10 @@ from raymmrec.encoders import Beit3Config, ClipConfig, EncoderConfig, create_enc
 from raymmrec.errors import ConfigError, RaymmrecError
 from raymmrec.runtime import RayConfig, init_ray, torch_trainer_settings
 from raymmrec.tracking import TrackingConfig
-from raymmrec.train.deepspeed_setup import DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict
-from raymmrec.train.objectives import LossConfig, objective_parts
-from raymmrec.train.pairs import (MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset,
+from raymmrec.default_dataset import default_dataset_dir
+from raymmrec.deepspeed_setup import DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict
+from raymmrec.pretrain.objectives import LossConfig, objective_parts
+from raymmrec.pretrain.pairs import (MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset,
                                   source_rows)
 
 
@@ -69,17 +70,6 @@ class PretrainResult:
     seconds: float
 
 
-def default_source(cfg: PretrainConfig) -> str:
-    """The generated dataset dir used when no source is given (created once, then reused)."""
-    from raymmrec.data.synth import SynthConfig, generate_dataset
-
-    root = Path(cfg.tracking.root) / "data" / f"synth-{cfg.synth_size}-seed{cfg.seed}"
-    if not (root / "items.parquet").is_file():
-        print(f"generating the {cfg.synth_size} synthetic dataset in {root}", flush=True)
-        generate_dataset(SynthConfig(size=cfg.synth_size, seed=cfg.seed), root)
-    return str(root)
-
-
 AUTO_REPEAT_MAX_ROWS = 20_000   # a set this small is cheap to hold once in the object store
 
 
@@ -114,13 +104,13 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     from ray.train.torch import TorchTrainer
 
     from raymmrec.runtime import cluster_gpus
-    from raymmrec.train.pretrain_loop import train_worker
+    from raymmrec.pretrain.worker import train_worker
 
     t0 = time.perf_counter()
     cfg = copy.deepcopy(cfg)    # the source and repeat resolved below are this run's, not the caller's
     check_config(cfg)
     if not cfg.data.source:
-        cfg.data.source = default_source(cfg)
+        cfg.data.source = str(default_dataset_dir(cfg.tracking.root, cfg.synth_size, cfg.seed))
     if not cfg.data.repeat:
         cfg.data.repeat = auto_repeat(cfg)
     init_ray(cfg.ray)

@@ -1,9 +1,12 @@
-"""Item texts per extraction method: CLIPER's per-field prompts (views) and the single texts of CLIP / BEiT3."""
+"""Item texts, shared by pre-training, extraction and end-to-end training: the joined text of an item's fields
+(CLIP / BEiT3, the pre-training pairs) and CLIPER's per-field prompts (views)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from raymmrec.train.pairs import item_text
+import numpy as np
+
+TEXT_FIELDS = ("title", "brand", "categories", "description")
 
 # CLIPER (Wu et al. 2025, "Prompt Design"): one template per metadata field, in the order of its output.
 FIELD_TEMPLATES: dict[str, str] = {
@@ -17,8 +20,26 @@ GLOBAL_VIEW = "global"
 GLOBAL_TEMPLATE = "The product descriptions are {}"
 VIEWS: tuple[str, ...] = (*FIELD_TEMPLATES, GLOBAL_VIEW)
 
-CLIP_TEXT_FIELDS = ("title", "brand", "categories", "description")   # MMRec's text_feat sentence fields
+CLIP_TEXT_FIELDS = TEXT_FIELDS                                       # MMRec's text_feat sentence fields
 BEIT3_TEXT_FIELDS = ("title", "brand", "description")               # AlignRec: "title+brand+description"
+
+
+def item_text(row: Mapping[str, Any], fields: Sequence[str] = TEXT_FIELDS) -> str:
+    """The text of an item: its fields in order, lists joined by ', ', nested lists flattened, blanks skipped."""
+    parts = []
+    for name in fields:
+        flat = _flatten_text(row.get(name))
+        if flat:
+            parts.append(flat)
+    return ". ".join(parts)
+
+
+def _flatten_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ", ".join(s for s in (_flatten_text(v) for v in value) if s)
+    return str(value).strip()
 
 
 def field_value(name: str, value: Any) -> str | None:

@@ -1,4 +1,6 @@
-"""Feature-set output: .npy arrays filled by item id (memory-mapped), the Parquet table keyed by item, the manifest."""
+"""The feature-set format, its one writer and one reader: .npy arrays filled by item id (memory-mapped), the Parquet
+table keyed by item, the manifest listing the modalities. Stage 1 writes `raw`, stage 3 and end-to-end training
+write theirs; stage 4 reads any of them with `load_feature_set`."""
 from __future__ import annotations
 
 import json
@@ -13,7 +15,8 @@ import pyarrow.parquet as pq
 
 from raymmrec.errors import DataError
 
-MANIFEST_FILE = "manifest.json"     # the stage-4 loader reads its `modalities` list
+FEATURES_DIR = "features"           # a dataset dir's own sets, by name
+MANIFEST_FILE = "manifest.json"     # load_feature_set reads its `modalities` list
 TABLE_FILE = "items.parquet"
 VIEWS_DIR = "views"                 # side arrays (per-view / single-modality), not modalities of the set
 PARQUET_ROWS = 8192
@@ -130,3 +133,47 @@ def blocks(n: int, size: int) -> Iterable[slice]:
     """Consecutive row slices of at most `size` rows."""
     for lo in range(0, n, size):
         yield slice(lo, min(lo + size, n))
+
+
+def feature_set_folder(dataset_dir: str | Path, ref: str) -> Path:
+    """A feature set by path (any folder of .npy files: a stage-3 or end-to-end output) or by name (the dataset
+    dir's own `features/<name>`: `raw`, or a set a standalone extraction wrote there)."""
+    if os.sep in ref or Path(ref).is_absolute():
+        return Path(ref)
+    return Path(dataset_dir) / FEATURES_DIR / ref
+
+
+def modality_order(names: list[str]) -> list[str]:
+    """Text first, then the rest by name: MMRec's VBPR concatenates [text; image]."""
+    return sorted(names, key=lambda n: (n != "text", n))
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """A numeric .npy array, or a one-line DataError naming the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"feature file '{path}' is not a numeric .npy array ({exc})") from None
+
+
+def load_feature_set(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read `<folder>/*.npy` (or the modalities a manifest.json lists): arrays and file paths per modality."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST_FILE
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text()).get("modalities")
+        if isinstance(listed, Mapping):
+            files = {str(k): folder / str(v) for k, v in listed.items()}
+        elif isinstance(listed, list) and listed:
+            files = {str(m): folder / f"{m}.npy" for m in listed}
+        else:
+            raise DataError(f"{manifest}: expected 'modalities' as a non-empty list or mapping of name → file")
+    else:
+        files = {p.stem: p for p in sorted(folder.glob("*.npy"))}
+        files = {m: files[m] for m in modality_order(list(files))}
+    if not files:
+        raise DataError(f"feature set '{folder}' holds no .npy file")
+    for name, path in files.items():
+        if not path.is_file():
+            raise DataError(f"feature file '{path}' (modality '{name}') does not exist")
+    return {name: load_npy(path) for name, path in files.items()}, {name: str(p) for name, p in files.items()}

@@ -1,1 +1,0 @@
-"""Training: stage-2 encoder pre-training (Ray Train + DeepSpeed) and its building blocks."""
