@@ -29,10 +29,9 @@ from raymmrec.tune.search import TuneBackbonesConfig, resolve_spaces, tune_backb
 STAGES = ("prepare", "pretrain", "features", "tune", "recommend")
 SUCCESS = "_SUCCESS.json"
 # Keys that say where things go or how they are watched, not what is computed: left out of stage keys.
-# A stage's input paths (`data`, `data.source`, ...) are left out too: the upstream stages' keys stand for them.
+# A stage's input path (`data`, or `data.source` of a data section) is left out too: upstream keys stand for it.
 _PLACEMENT_KEYS = ("tracking", "ray", "out", "output", "storage", "storage_path", "output_dir", "run_name",
                    "progress", "name", "resume", "log_weights", "export_mmrec", "checkpoint")
-_INPUT_PATH_KEYS = ("data", "source")
 
 
 def _default_features() -> FeaturesConfig:
@@ -79,18 +78,13 @@ def _compute_part(section: Any) -> dict:
     d = to_dict(section)
     for k in _PLACEMENT_KEYS:
         d.pop(k, None)
-    return _without_input_paths(d)
-
-
-def _without_input_paths(d: dict) -> dict:
-    """`d` without the string paths the pipeline fills from upstream; a `data` *section* (pre-training's batch
-    size, text fields, augmentation, mask seed) stays: it changes what the stage computes."""
-    out = {}
-    for k, v in d.items():
-        if k in _INPUT_PATH_KEYS and not isinstance(v, dict):
-            continue
-        out[k] = _without_input_paths(v) if isinstance(v, dict) and k in _INPUT_PATH_KEYS else v
-    return out
+    # a `data` path is the upstream output; a `data` *section* (pre-training's batch size, text fields,
+    # augmentation, mask seed) changes what the stage computes and stays, less its `source` path
+    if isinstance(d.get("data"), dict):
+        d["data"] = {k: v for k, v in d["data"].items() if k != "source"}
+    else:
+        d.pop("data", None)
+    return d
 
 
 def stage_key(cfg: PipelineConfig, stage: str, upstream: list[str]) -> str:

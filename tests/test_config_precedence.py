@@ -20,6 +20,9 @@ def test_pretrain_data_section_is_part_of_the_stage_key_but_its_source_path_is_n
     # the pipeline fills data.source from the prepare stage; the upstream key already stands for it
     assert stage_key(load_config(PipelineConfig, ["pretrain.data.source=/elsewhere"]), "pretrain", ["k"]) == key
     # a stage's input path (a string `data`) stays out as before
+    # prepare's `source` is the kind of source, not a path: it stays in the key
+    assert stage_key(load_config(PipelineConfig, ["prepare.source=amazon2023"]), "prepare", []) != \
+        stage_key(load_config(PipelineConfig, ["prepare.source=synth"]), "prepare", [])
     tune = stage_key(load_config(PipelineConfig, ["tune.data=/here"]), "tune", ["k"])
     assert stage_key(load_config(PipelineConfig, ["tune.data=/elsewhere"]), "tune", ["k"]) == tune
     assert stage_key(load_config(PipelineConfig, ["tune.data=/here", "tune.trainer.lr=0.5"]), "tune", ["k"]) != tune
