@@ -45,8 +45,8 @@ class TrainBackboneConfig:
 
 
 def load_training_data(cfg: TrainBackboneConfig, out: Callable[[str], None] = print) -> InteractionData:
-    """The configured dataset, else the generated one (made under <tracking.root>/data the first time)."""
-    path = cfg.data or default_dataset_dir(cfg.tracking.root, cfg.synth_size, cfg.synth_seed, out)
+    """The configured dataset, else the generated one (made under <output>/data the first time)."""
+    path = cfg.data or default_dataset_dir(cfg.output, cfg.synth_size, cfg.synth_seed, out)
     return InteractionData.load(path, None if cfg.paradigm == "ete" else cfg.features or None)
 
 

@@ -104,7 +104,7 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
     spaces = resolve_spaces(cfg)
     fixed = {get_model(k).name: dict(v) for k, v in cfg.params.items()}
     if data is None:
-        path = cfg.data or default_dataset_dir(cfg.tracking.root, cfg.synth_size, cfg.synth_seed, out)
+        path = cfg.data or default_dataset_dir(cfg.output, cfg.synth_size, cfg.synth_seed, out)
         data = InteractionData.load(path, cfg.features or None)
     for model in spaces:
         # Building each model once here checks the data before any trial, and fills what the data object
