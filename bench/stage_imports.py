@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raymmrec.layout import module_imports, stage_graph, stage_of  # noqa: E402
+from raymmrec.layout import ALLOWED, allowed, module_imports, stage_graph, stage_of  # noqa: E402
 
 
 def main() -> None:
@@ -22,6 +22,11 @@ def main() -> None:
         print(f"  {src} -> {dst} ({len(pairs)})")
         for importer, target in pairs:
             print(f"      {importer} -> {target}")
+    declared = sorted((a, b) for a, targets in modules.items() for b in targets
+                      if stage_of(a) != stage_of(b) and allowed(a, b))
+    print(f"declared crossings (raymmrec.layout.ALLOWED, {len(ALLOWED)} rules): {len(declared)} module imports")
+    for importer, target in declared:
+        print(f"      {importer} -> {target}")
 
 
 if __name__ == "__main__":
