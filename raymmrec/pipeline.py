@@ -20,9 +20,9 @@ from raymmrec.data.stats import stats_table
 from raymmrec.data.synth import SynthConfig
 from raymmrec.errors import ConfigError
 from raymmrec.features.extract import FeaturesConfig, extract_features
+from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 from raymmrec.recommend import RecommendConfig, recommend
 from raymmrec.runtime import RayConfig
-from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 from raymmrec.tune.algorithms import check_search_config
 from raymmrec.tune.search import TuneBackbonesConfig, resolve_spaces, tune_backbones
 
