@@ -20,8 +20,8 @@ import psutil
 
 from raymmrec.config import load_config
 from raymmrec.errors import exit_on_user_error
-from raymmrec.tracking import TrackingConfig, metric_history
 from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
+from raymmrec.tracking import TrackingConfig, metric_history
 
 
 @dataclass

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from raymmrec.encoders import EncoderConfig, create_encoder, save_encoder
+from raymmrec.encoders.source import resolve_encoder
 from raymmrec.errors import ConfigError
 from raymmrec.features import FeaturesConfig
-from raymmrec.encoders.source import resolve_encoder
 from raymmrec.features.extract import encoder_for
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

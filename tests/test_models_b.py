@@ -5,12 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from raymmrec.recsys.alignment_losses import similarity_regulariser
-from raymmrec.recsys.graphs import to_scipy_csr
+from raymmrec.recsys.graphs import cosine_topk_tensors, to_scipy_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.metrics import full_ranking_metrics, popularity_scores
 from raymmrec.recsys.registry import build_model, get_model
 from raymmrec.recsys.sampling import BPRSampler
-from raymmrec.recsys.graphs import cosine_topk_tensors
 from raymmrec.recsys.trainer import TrainerConfig, train_model
 from recsys_planted import FAST_TRAINER, planted, tiny_data
 

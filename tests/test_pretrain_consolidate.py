@@ -7,9 +7,9 @@ import socket
 import pytest
 import torch
 
-from raymmrec.encoders import EncoderConfig, create_encoder, load_encoder, save_encoder
 from raymmrec.deepspeed_setup import (DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict,
-                                            create_engine)
+                                      create_engine)
+from raymmrec.encoders import EncoderConfig, create_encoder, load_encoder, save_encoder
 from raymmrec.pretrain.objectives import LossConfig, PretrainModel
 from raymmrec.pretrain.pairs import MaskSpec, encode_pairs
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from raymmrec.encoders import Beit3Config, EncoderConfig, create_encoder, create_preprocess
-from raymmrec.pretrain.objectives import LossConfig, PatchTeacher, PretrainModel, normalised_patch_pixels, patchify
 from raymmrec.item_text import item_text
+from raymmrec.pretrain.objectives import LossConfig, PatchTeacher, PretrainModel, normalised_patch_pixels, patchify
 from raymmrec.pretrain.pairs import IGNORE, MaskSpec, _items_to_raw, encode_pairs, mask_batch
 
 

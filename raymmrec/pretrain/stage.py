@@ -10,15 +10,15 @@ from typing import Any, Literal
 
 from raymmrec import tracking
 from raymmrec.config import config_hash, flatten, to_dict
+from raymmrec.deepspeed_setup import DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict
+from raymmrec.default_dataset import default_dataset_dir
 from raymmrec.encoders import Beit3Config, ClipConfig, EncoderConfig, create_encoder, create_preprocess, save_encoder
 from raymmrec.errors import ConfigError, RaymmrecError
-from raymmrec.runtime import RayConfig, init_ray, torch_trainer_settings
-from raymmrec.tracking import TrackingConfig
-from raymmrec.default_dataset import default_dataset_dir
-from raymmrec.deepspeed_setup import DeepSpeedConfig, OptimConfig, build_ds_config, consolidated_state_dict
 from raymmrec.pretrain.objectives import LossConfig, objective_parts
 from raymmrec.pretrain.pairs import (MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset,
-                                  source_rows)
+                                     source_rows)
+from raymmrec.runtime import RayConfig, init_ray, torch_trainer_settings
+from raymmrec.tracking import TrackingConfig
 
 
 @dataclass

@@ -18,15 +18,15 @@ import torch
 from torch import nn
 
 from raymmrec.data import schema
+from raymmrec.deepspeed_setup import DeepSpeedConfig
 from raymmrec.encoders import EncoderConfig, MultimodalEncoder
-from raymmrec.errors import ConfigError, DataError
 from raymmrec.encoders.source import EncoderSource, resolve_encoder
+from raymmrec.errors import ConfigError, DataError
 from raymmrec.item_preprocess import IMAGE_OK, ITEM_COLUMNS, TextPlan, preprocess_items
 from raymmrec.item_text import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.recommender import Recommender
 from raymmrec.recsys.sampling import Batch
-from raymmrec.deepspeed_setup import DeepSpeedConfig
 
 RAY_ONLY_FIELDS = ("cpus_per_worker", "use_gpu", "max_failures", "storage_path")
 

@@ -18,13 +18,13 @@ from typing import Any, Callable
 import torch
 
 from raymmrec.config import to_dict
+from raymmrec.deepspeed_setup import OptimConfig, build_ds_config
 from raymmrec.errors import ConfigError, RaymmrecError
 from raymmrec.recsys.checkpoint import BEST
 from raymmrec.recsys.end_to_end import EndToEndConfig
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.trainer import TrainerConfig, TrainingProgress, TrainResult, with_model_defaults
 from raymmrec.runtime import RayConfig, torch_trainer_settings
-from raymmrec.deepspeed_setup import OptimConfig, build_ds_config
 
 DS_DIR = "deepspeed"              # the encoder engine's checkpoint (every rank's shard) inside a Ray checkpoint
 PROGRESS_FILE = "progress.pt"     # rank 0: the TrainingProgress, for the driver's TrainResult

@@ -13,9 +13,9 @@ from raymmrec.default_dataset import default_dataset_dir
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.end_to_end import EndToEndConfig
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.paradigms import paradigm_for
 from raymmrec.recsys.recommender import Recommender
+from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.report import epoch_line, learning_curve, metric_rows, result_table
 from raymmrec.recsys.trainer import TrainerConfig, TrainResult, check_trainer_config, run_hash, with_model_defaults
 from raymmrec.runtime import RayConfig
