@@ -52,7 +52,7 @@ class PipelineConfig:
     workdir: str = "runs/pipeline"
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     force: list[str] = field(default_factory=list)        # stages to re-run even when their output exists
-    verbose: bool = False      # jobs/pipeline.py: show Ray's, Tune's and the workers' own output (else in <workdir>/logs)
+    verbose: bool = False      # jobs/pipeline.py: Ray, Tune and worker output on the terminal (else <workdir>/logs)
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(synth=SynthConfig(size="small")))
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     features: FeaturesConfig = field(default_factory=_default_features)
