@@ -23,6 +23,9 @@ from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import ConfigError, exit_on_user_error  # noqa: E402
 from raymmrec.recsys.report import format_table  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_parity_new_backbones as new_backbones  # noqa: E402
+
 BATCH = 96
 ID_TABLES = {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding"}
 FEATURE_TABLES = {"image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text"}
@@ -60,6 +63,7 @@ CASES = {
                  {**ID_TABLES, "mm_embedding.weight": "feature_table", **_linear("mm_trs", "encoder"),
                   **_linear("gate_v.0", "gate.0")}),
 }
+CASES.update(new_backbones.CASES)
 
 
 @dataclass
@@ -113,6 +117,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     folder.mkdir(parents=True)
     for name, arr in feats.items():
         np.save(folder / f"{name}_feat.npy", arr)
+    if model in new_backbones.BEFORE:
+        new_backbones.BEFORE[model](data, folder, src)
 
     class Dataset:
         dataset = None
@@ -145,6 +151,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
             ref.modal_weight.copy_(torch.tensor([0.3, 0.7]))
             ours.modal_weight.copy_(torch.tensor([0.7 if m == "text" else 0.3 for m in ours.modalities]))
             mapping = {**mapping, "modal_weight": "modal_weight"}
+        if model in new_backbones.AFTER:
+            new_backbones.AFTER[model](ref, ours)
     batch = next(BPRSampler(data, batch_size=BATCH, seed=3).epoch())
     ours_batch = batch if ours.uses_negatives else Batch(batch.users, batch.pos_items, None)
 
@@ -158,7 +166,9 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     for step in (1, 2) if model == "lattice" else (1,):
         ref.zero_grad(set_to_none=True)
         ours.zero_grad(set_to_none=True)
-        lr, lo = ref.calculate_loss([batch.users, batch.pos_items, batch.neg_items]), ours.loss(ours_batch)
+        # clones: some MMRec models (DRAGON, DualGNN) shift the item ids of the batch in place
+        lr = ref.calculate_loss([batch.users.clone(), batch.pos_items.clone(), batch.neg_items.clone()])
+        lo = ours.loss(ours_batch)
         lr.backward()
         lo.backward()
         worst = max(((grad(ref_p, a) - grad(our_p, b)).abs().max() / grad(ref_p, a).abs().max().clamp_min(1e-6)).item()

@@ -1,0 +1,80 @@
+"""Step-parity cases of DRAGON, SMORE, PGL, DA-MRS and MVGAE against MMRec's own classes (run by step_parity.py).
+
+Each case is (repo, class path, MMRec config, our config, MMRec → our parameter names), plus optional hooks:
+`before(data, folder, mmrec_src)` writes the files MMRec's constructor reads (DRAGON's user graph, DA-MRS's
+item graph), `after(ref, ours)` aligns what is not a parameter (DRAGON's sampled epoch user graph, MVGAE's
+unregistered tables).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def _linear(ref: str, ours: str, bias: bool = True) -> dict[str, str]:
+    return {f"{ref}.weight": f"{ours}.weight", **({f"{ref}.bias": f"{ours}.bias"} if bias else {})}
+
+
+def _mmrec_user_graph(data, folder: Path, mmrec_src: str) -> None:
+    """DRAGON's user_graph_dict.npy, written by MMRec's own DualGNN preprocessing function (top-200 co-users)."""
+    script = Path(mmrec_src).parent / "preprocessing" / "dualgnn-gen-u-u-matrix.py"
+    spec = importlib.util.spec_from_file_location("mmrec_uu", script)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    coo = sp.coo_matrix(data.train)
+    dense = gen.gen_user_matrix(np.stack([coo.row, coo.col], 1), data.n_users)
+    graph = {}
+    for u in range(data.n_users):
+        top = torch.topk(dense[u], min(int((dense[u] > 0).sum()), 200))
+        graph[u] = [top.indices.numpy().tolist(), top.values.numpy().tolist()]
+    np.save(folder / "user_graph_dict.npy", graph, allow_pickle=True)
+
+
+def _use_mmrec_user_draw(ref, ours) -> None:
+    """Run MMRec's per-epoch neighbour draw and give ours the same graph."""
+    from raymmrec.recsys.graphs import to_torch_csr
+
+    del ref._parameters["result_embed"]    # a Parameter only on CPU (.to(cuda) makes it a tensor it reassigns)
+    ref.pre_epoch_processing()
+    index, weights = np.array(ref.epoch_user_graph), ref.user_weight_matrix.numpy()
+    n, k = index.shape
+    w = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(n), k), index.ravel())), shape=(n, n))
+    ours.user_adj, ours.user_adj_t = to_torch_csr(w), to_torch_csr(w.T.tocsr())
+    ours._built_seed = max(int(ours.user_graph_seed), 0)
+
+
+def _gcn(ref: str, ours: str) -> dict[str, str]:
+    return {f"{ref}.preference": f"preference.{ours}", **_linear(f"{ref}.MLP", f"projection.{ours}.0"),
+            **_linear(f"{ref}.MLP_1", f"projection.{ours}.2")}
+
+
+_SMORE_GATES = {"gate_v": "purifiers.image", "gate_t": "purifiers.text", "gate_f": "fusion_purifier",
+                "gate_image_prefer": "preferences.image", "gate_text_prefer": "preferences.text",
+                "gate_fusion_prefer": "fusion_preference"}
+
+CASES = {
+    "dragon": ("mmrec", "models.dragon.DRAGON",
+               dict(feat_embed_dim=64, n_mm_layers=1, n_layers=2, knn_k=10, mm_image_weight=0.1, aggr_mode="add",
+                    reg_weight=1e-3, user_graph_dict_file="user_graph_dict.npy"),
+               {"reg_weight": 1e-3},
+               {**_gcn("v_gcn", "image"), **_gcn("t_gcn", "text"), "weight_u": "user_weight", "weight_i": "item_weight"}),
+    "smore": ("mmrec", "models.smore.SMORE",
+              dict(n_ui_layers=3, n_layers=1, reg_weight=1e-3, image_knn_k=10, text_knn_k=15, dropout_rate=0.0,
+                   cl_loss=0.1),
+              {"reg_weight": 1e-3, "text_knn_k": 15, "cl_loss": 0.1},
+              {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding",
+               "image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text",
+               **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text"),
+               "image_complex_weight": "filters.image", "text_complex_weight": "filters.text",
+               "fusion_complex_weight": "fusion_filter",
+               **{k: v for r, o in _SMORE_GATES.items() for k, v in _linear(f"{r}.0", f"{o}.0").items()},
+               **_linear("query_v.0", "queries.image.0"), **_linear("query_v.2", "queries.image.2", bias=False),
+               **_linear("query_t.0", "queries.text.0"), **_linear("query_t.2", "queries.text.2", bias=False)}),
+}
+
+BEFORE = {"dragon": _mmrec_user_graph}
+AFTER = {"dragon": _use_mmrec_user_draw}
