@@ -6,7 +6,8 @@ The reference model (MMRec's, or the AlignRec repo's ALIGNREC) is built on the t
 weights are copied into ours, and both compute the loss and gradients of the same batch (LATTICE: the
 first batch of an epoch, which rebuilds the learned graph with gradient, and a second one on the frozen
 graph), then full-ranking scores in eval mode. BM3 runs with dropout 0 (its target views are random).
-Shims, for today's scipy and a CPU: `dok_matrix._update`, `Tensor.cuda` as identity, `torch_scatter.scatter_add`.
+Shims, for today's scipy and a CPU: `dok_matrix._update`, `Tensor.cuda` as identity, `torch_scatter.scatter_add`,
+a `sparsesvd` stand-in (PGL imports it for the `global` mode it does not run here).
 Each model runs in its own process (MMRec and the AlignRec repo share module names).
 """
 from __future__ import annotations
@@ -88,6 +89,9 @@ def _install_shims(work: Path) -> None:
     scatter.scatter_add = lambda src, index, dim=-1, out=None, dim_size=None: torch.zeros(
         int(index.max()) + 1 if dim_size is None else dim_size, dtype=src.dtype).index_add(0, index, src)
     sys.modules["torch_scatter"] = scatter
+    sparsesvd = type(sys)("sparsesvd")     # PGL imports it for its `global` mode only
+    sparsesvd.sparsesvd = None
+    sys.modules.setdefault("sparsesvd", sparsesvd)
     for alias, real in (("float", float), ("int", int), ("bool", bool)):
         if alias not in np.__dict__:
             setattr(np, alias, real)

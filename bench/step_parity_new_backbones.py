@@ -52,6 +52,16 @@ def _gcn(ref: str, ours: str) -> dict[str, str]:
             **_linear(f"{ref}.MLP_1", f"projection.{ours}.2")}
 
 
+def _same_pruning_seed(ref, ours) -> None:
+    """Both draw the epoch's pruned graph from the same torch seed (the edge order is the same)."""
+    torch.manual_seed(11)
+    ref.pre_epoch_processing()
+    torch.manual_seed(11)
+    ours.pre_epoch(1)
+
+
+_FEATURES = {"image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text",
+             **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text")}
 _SMORE_GATES = {"gate_v": "purifiers.image", "gate_t": "purifiers.text", "gate_f": "fusion_purifier",
                 "gate_image_prefer": "preferences.image", "gate_text_prefer": "preferences.text",
                 "gate_fusion_prefer": "fusion_preference"}
@@ -67,14 +77,17 @@ CASES = {
                    cl_loss=0.1),
               {"reg_weight": 1e-3, "text_knn_k": 15, "cl_loss": 0.1},
               {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding",
-               "image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text",
-               **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text"),
-               "image_complex_weight": "filters.image", "text_complex_weight": "filters.text",
+               **_FEATURES, "image_complex_weight": "filters.image", "text_complex_weight": "filters.text",
                "fusion_complex_weight": "fusion_filter",
                **{k: v for r, o in _SMORE_GATES.items() for k, v in _linear(f"{r}.0", f"{o}.0").items()},
                **_linear("query_v.0", "queries.image.0"), **_linear("query_v.2", "queries.image.2", bias=False),
                **_linear("query_t.0", "queries.text.0"), **_linear("query_t.2", "queries.text.2", bias=False)}),
+    "pgl": ("mmrec", "models.pgl.PGL",
+            dict(feat_embed_dim=64, knn_k=10, n_mm_layers=1, n_ui_layers=2, mm_image_weight=0.1, reg_weight=0.1,
+                 dropout=0.0, mode="local", lambda_coeff=0.9),
+            {"reg_weight": 0.1, "dropout": 0.0},
+            {"user_image.weight": "user_tables.image", "user_text.weight": "user_tables.text", **_FEATURES}),
 }
 
 BEFORE = {"dragon": _mmrec_user_graph}
-AFTER = {"dragon": _use_mmrec_user_draw}
+AFTER = {"dragon": _use_mmrec_user_draw, "pgl": _same_pruning_seed}
