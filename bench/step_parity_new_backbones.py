@@ -34,6 +34,27 @@ def _mmrec_user_graph(data, folder: Path, mmrec_src: str) -> None:
     np.save(folder / "user_graph_dict.npy", graph, allow_pickle=True)
 
 
+def _damrs_item_graph(data, folder: Path, mmrec_src: str) -> None:
+    """DA-MRS's item_graph_dict_2.npy (its repo's build_iib_graph.py: top-2 co-interacted items, ≥ 2 shared
+    users), written from our behaviour graph after checking it against that recipe run densely here."""
+    from raymmrec.recsys.user_graph import user_cooccurrence_topk
+
+    r = torch.from_numpy((data.train > 0).toarray().astype(np.float32))
+    dense = r.T @ r
+    dense.fill_diagonal_(0)
+    dense[dense < 2] = 0
+    ours = user_cooccurrence_topk(data.train.T.tocsr(), 2)
+    graph = {}
+    for i in range(data.n_items):
+        top = torch.topk(dense[i], min(int((dense[i] > 0).sum()), 2))
+        row = ours[i]
+        keep = row.data >= 2
+        if sorted(top.values.tolist()) != sorted(row.data[keep].tolist()):
+            raise AssertionError(f"damrs behaviour graph, item {i}: counts {row.data[keep]} vs {top.values}")
+        graph[i] = [row.indices[keep].tolist(), row.data[keep].tolist()]
+    np.save(folder / "item_graph_dict_2.npy", graph, allow_pickle=True)
+
+
 def _use_mmrec_user_draw(ref, ours) -> None:
     """Run MMRec's per-epoch neighbour draw and give ours the same graph."""
     from raymmrec.recsys.graphs import to_torch_csr
@@ -87,7 +108,12 @@ CASES = {
                  dropout=0.0, mode="local", lambda_coeff=0.9),
             {"reg_weight": 0.1, "dropout": 0.0},
             {"user_image.weight": "user_tables.image", "user_text.weight": "user_tables.text", **_FEATURES}),
+    "damrs": ("mmrec", "models.damrs.DAMRS",
+              dict(feat_embed_dim=64, knn_k=10, n_mm_layers=1, n_ui_layers=2, kl_weight=1.0, neighbor_weight=0.1,
+                   lambda_coeff=0.9, cf_model="lightgcn", reg_weight=0.0, item_graph_dict_file="item_graph_dict_2.npy"),
+              {"neighbor_weight": 0.1},
+              {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding"}),
 }
 
-BEFORE = {"dragon": _mmrec_user_graph}
+BEFORE = {"dragon": _mmrec_user_graph, "damrs": _damrs_item_graph}
 AFTER = {"dragon": _use_mmrec_user_draw, "pgl": _same_pruning_seed}
