@@ -171,7 +171,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
         ref.zero_grad(set_to_none=True)
         ours.zero_grad(set_to_none=True)
         # clones: some MMRec models (DRAGON, DualGNN) shift the item ids of the batch in place
-        lr = ref.calculate_loss([batch.users.clone(), batch.pos_items.clone(), batch.neg_items.clone()])
+        shift = data.n_users if model in new_backbones.ITEM_NODE_IDS else 0
+        lr = ref.calculate_loss([batch.users.clone(), batch.pos_items + shift, batch.neg_items + shift])
         lo = ours.loss(ours_batch)
         lr.backward()
         lo.backward()

@@ -81,6 +81,30 @@ def _same_pruning_seed(ref, ours) -> None:
     ours.pre_epoch(1)
 
 
+def _mvgae_align(ref, ours) -> None:
+    """MVGAE: copy MMRec's unregistered random tables; compare in eval mode (its dropout and sampling are random)."""
+    with torch.no_grad():
+        ours.features_collaborative.copy_(ref.collaborative)
+        for r, b in (("v_gcn", "image"), ("t_gcn", "text"), ("c_gcn", "collaborative")):
+            ours.branches[b].preference.copy_(getattr(ref, r).preference)
+    ref.eval()
+    ours.eval()
+
+
+def _mvgae_names(ref: str, ours: str, n_layers: int = 1) -> dict[str, str]:
+    names = {**_linear(f"{ref}.MLP", f"branches.{ours}.projection")}
+    for k in range(1, n_layers + 1):
+        names.update({f"{ref}.conv_embed_{k}.weight": f"branches.{ours}.convs.{k - 1}.weight",
+                      f"{ref}.conv_embed_{k}.bias": f"branches.{ours}.convs.{k - 1}.bias",
+                      **_linear(f"{ref}.g_layer{k}", f"branches.{ours}.combines.{k - 1}")})
+    for k, part in ((4, "mu"), (5, "logvar")):
+        names.update({f"{ref}.conv_embed_{k}.weight": f"branches.{ours}.{part}_conv.weight",
+                      f"{ref}.conv_embed_{k}.bias": f"branches.{ours}.{part}_conv.bias",
+                      **_linear(f"{ref}.linear_layer{k}", f"branches.{ours}.{part}_skip"),
+                      **_linear(f"{ref}.g_layer{k}", f"branches.{ours}.{part}_out")})
+    return names
+
+
 _FEATURES = {"image_embedding.weight": "feature_tables.image", "text_embedding.weight": "feature_tables.text",
              **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text")}
 _SMORE_GATES = {"gate_v": "purifiers.image", "gate_t": "purifiers.text", "gate_f": "fusion_purifier",
@@ -113,7 +137,13 @@ CASES = {
                    lambda_coeff=0.9, cf_model="lightgcn", reg_weight=0.0, item_graph_dict_file="item_graph_dict_2.npy"),
               {"neighbor_weight": 0.1},
               {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding"}),
+    "mvgae": ("mmrec", "models.mvgae.MVGAE", dict(n_layers=1, beta=0.1), {"beta": 0.1},
+              {**_mvgae_names("v_gcn", "image"), **_mvgae_names("t_gcn", "text"),
+               **_mvgae_names("c_gcn", "collaborative")}),
 }
 
 BEFORE = {"dragon": _mmrec_user_graph, "damrs": _damrs_item_graph}
-AFTER = {"dragon": _use_mmrec_user_draw, "pgl": _same_pruning_seed}
+AFTER = {"dragon": _use_mmrec_user_draw, "pgl": _same_pruning_seed, "mvgae": _mvgae_align}
+# MMRec's MVGAE trains on the batch's item ids as node ids (user rows); it is given item node ids (+ n_users)
+# so that both compute the same, intended, loss.
+ITEM_NODE_IDS = {"mvgae"}
