@@ -19,7 +19,7 @@ def _linear(ref: str, ours: str, bias: bool = True) -> dict[str, str]:
     return {f"{ref}.weight": f"{ours}.weight", **({f"{ref}.bias": f"{ours}.bias"} if bias else {})}
 
 
-def _mmrec_user_graph(data, folder: Path, mmrec_src: str) -> None:
+def write_mmrec_user_graph(data, folder: Path, mmrec_src: str) -> None:
     """DRAGON's user_graph_dict.npy, written by MMRec's own DualGNN preprocessing function (top-200 co-users)."""
     script = Path(mmrec_src).parent / "preprocessing" / "dualgnn-gen-u-u-matrix.py"
     spec = importlib.util.spec_from_file_location("mmrec_uu", script)
@@ -34,7 +34,7 @@ def _mmrec_user_graph(data, folder: Path, mmrec_src: str) -> None:
     np.save(folder / "user_graph_dict.npy", graph, allow_pickle=True)
 
 
-def _damrs_item_graph(data, folder: Path, mmrec_src: str) -> None:
+def write_damrs_item_graph(data, folder: Path, mmrec_src: str) -> None:
     """DA-MRS's item_graph_dict_2.npy (its repo's build_iib_graph.py: top-2 co-interacted items, ≥ 2 shared
     users), written from our behaviour graph after checking it against that recipe run densely here."""
     from raymmrec.recsys.user_graph import user_cooccurrence_topk
@@ -142,7 +142,7 @@ CASES = {
                **_mvgae_names("c_gcn", "collaborative")}),
 }
 
-BEFORE = {"dragon": _mmrec_user_graph, "damrs": _damrs_item_graph}
+BEFORE = {"dragon": write_mmrec_user_graph, "damrs": write_damrs_item_graph}
 AFTER = {"dragon": _use_mmrec_user_draw, "pgl": _same_pruning_seed, "mvgae": _mvgae_align}
 # MMRec's MVGAE trains on the batch's item ids as node ids (user rows); it is given item node ids (+ n_users)
 # so that both compute the same, intended, loss.
