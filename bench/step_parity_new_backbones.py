@@ -7,7 +7,6 @@ unregistered tables).
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,9 @@ def _linear(ref: str, ours: str, bias: bool = True) -> dict[str, str]:
 
 def write_mmrec_user_graph(data, folder: Path, mmrec_src: str) -> None:
     """DRAGON's user_graph_dict.npy, written by MMRec's own DualGNN preprocessing function (top-200 co-users)."""
-    script = Path(mmrec_src).parent / "preprocessing" / "dualgnn-gen-u-u-matrix.py"
-    spec = importlib.util.spec_from_file_location("mmrec_uu", script)
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    coo = sp.coo_matrix(data.train)
-    dense = gen.gen_user_matrix(np.stack([coo.row, coo.col], 1), data.n_users)
-    graph = {}
-    for u in range(data.n_users):
-        top = torch.topk(dense[u], min(int((dense[u] > 0).sum()), 200))
-        graph[u] = [top.indices.numpy().tolist(), top.values.numpy().tolist()]
-    np.save(folder / "user_graph_dict.npy", graph, allow_pickle=True)
+    from mmrec_module_parity import _mmrec_user_graph
+
+    _mmrec_user_graph(Path(mmrec_src).parent, data, folder)
 
 
 def write_damrs_item_graph(data, folder: Path, mmrec_src: str) -> None:

@@ -15,6 +15,7 @@ from raymmrec.recsys.models.smore import max_pool_graphs
 from raymmrec.recsys.registry import build_model, get_model
 from raymmrec.recsys.sampling import BPRSampler
 from raymmrec.recsys.trainer import TrainerConfig, train_model
+from raymmrec.tune.space import model_space
 from recsys_planted import FAST_TRAINER, planted, tiny_data
 
 MODELS = ["dragon", "smore", "pgl", "damrs", "mvgae"]
@@ -212,4 +213,6 @@ def test_trainer_defaults_and_search_spaces_are_valid():
         for key, values in spec.model_cls.trainer_search_space.items():
             for v in next(iter(values.values())):
                 TrainerConfig(**{key: v})
+        assert model_space(name)                        # what the tune job searches, checked as it checks it
     assert get_model("smore").model_cls.trainer_defaults["lr_scheduler"] == [0.96, 50.0]
+    assert model_space("dragon")["trainer.lr"] == {"grid": [0.1, 0.01, 1e-3, 1e-4, 1e-5]}

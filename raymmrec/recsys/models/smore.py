@@ -16,19 +16,16 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from raymmrec.recsys.alignment_losses import cosine_info_nce, half_squared_l2
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.models.mgcn import gate
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.recommender import ModelConfig
 from raymmrec.recsys.registry import register_model
-from raymmrec.recsys.sampling import Batch
+from raymmrec.recsys.side_content import SideContentRecommender
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
 
-NCE_TEMPERATURE = 0.2   # hard-coded in MMRec's calculate_loss
 
 
 @dataclass
@@ -75,7 +72,7 @@ def query(d: int) -> nn.Sequential:
 
 
 @register_model("smore")
-class SMORE(Recommender):
+class SMORE(SideContentRecommender):
     """LightGCN content view plus spectrum-filtered modality and fusion item–item views, gated by preference."""
 
     Config = SMOREConfig
@@ -105,7 +102,6 @@ class SMORE(Recommender):
         register_csr_pair(self, "fusion_adj", max_pool_graphs(list(graphs.values())))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
         register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
-        self._batch_rows = 0
 
     def _spectrum(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-modality denoised features and the cross-modal fusion, filtered in the frequency domain."""
@@ -137,21 +133,3 @@ class SMORE(Recommender):
                  for m, v in zip(self.modalities, views)]
         parts.append(self.dropout(self.fusion_preference(content)) * fusion)
         return torch.stack(parts).mean(dim=0), content
-
-    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        side, content = self._forward()
-        out = content + side
-        return out[: self.n_users], out[self.n_users:]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        side, content = self._forward()
-        out = content + side
-        users, items = batch.users, batch.pos_items + self.n_users
-        u, p, n = out[users], out[items], out[batch.neg_items + self.n_users]
-        # MMRec divides by the configured batch size, also for the short last batch: the largest seen.
-        self._batch_rows = max(self._batch_rows, len(batch))
-        cl = (cosine_info_nce(side[items], content[items], NCE_TEMPERATURE)
-              + cosine_info_nce(side[users], content[users], NCE_TEMPERATURE))
-        return (bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n))
-                + self.config.reg_weight * half_squared_l2(u, p, n, divisor=self._batch_rows)
-                + self.config.cl_loss * cl)
