@@ -155,9 +155,10 @@ class DAMRS(Recommender):
             probs = [torch.softmax(F.normalize(h[ids], dim=1) @ F.normalize(h, dim=1).T, dim=1) for h in views]
             total = sum(probs)
             labels = []
+            k = min(PSEUDO_POSITIVES, self.n_items // 2)     # two disjoint top-k sets must fit
             for p in probs:
-                multi = torch.topk(total + p, PSEUDO_POSITIVES, dim=1).indices
-                single = torch.topk(p.scatter(1, multi, 0.0), PSEUDO_POSITIVES, dim=1).indices
+                multi = torch.topk(total + p, k, dim=1).indices
+                single = torch.topk(p.scatter(1, multi, 0.0), k, dim=1).indices
                 labels.append((multi, single))
         return labels
 
