@@ -36,7 +36,13 @@ class ParityConfig:
         "bpr": {"reg_weight": 1e-4}, "lightgcn": {"n_layers": 2, "reg_weight": 1e-4}, "vbpr": {"reg_weight": 1e-4},
         "freedom": {"dropout": 0.8, "reg_weight": 1e-4},
         "lattice": {"reg_weight": 1e-4}, "bm3": {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.3},
-        "mgcn": {"cl_loss": 1e-3}})
+        "mgcn": {"cl_loss": 1e-3}, "dragon": {"reg_weight": 1e-3},
+        # every list-valued key of the model's yaml is pinned: MMRec leaves one outside `hyper_parameters` a list
+        "smore": {"n_ui_layers": 3, "reg_weight": 1e-4, "image_knn_k": 10, "text_knn_k": 10, "dropout_rate": 0.0},
+        "pgl": {"dropout": 0.2, "reg_weight": 0.0, "mode": "local"}, "mvgae": {"beta": 0.1},
+        "damrs": {"neighbor_weight": 1e-3, "kl_weight": 1.0, "n_mm_layers": 1, "n_ui_layers": 2}})
+    # MMRec-only settings (no field on our side), passed to MMRec as plain values
+    mmrec_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"dragon": {"aggr_mode": "add"}})
     seeds: list[int] = field(default_factory=lambda: [999, 1, 2])
     epochs: int = 60
     batch_size: int = 512
@@ -61,12 +67,29 @@ def _mmrec_folder(cfg: ParityConfig) -> Path:
     return folder
 
 
+def write_reference_inputs(cfg: ParityConfig, model: str, folder: Path) -> dict[str, Any]:
+    """Files MMRec's constructor reads besides the folder's own (DRAGON's user graph, by MMRec's preprocessing;
+    DA-MRS's item graph, by its repo's recipe), and the config keys naming them."""
+    from step_parity_new_backbones import write_damrs_item_graph, write_mmrec_user_graph
+
+    from raymmrec.recsys.interaction_data import InteractionData
+
+    if model == "dragon":
+        if not (folder / "user_graph_dict.npy").is_file():
+            write_mmrec_user_graph(InteractionData.from_mmrec_folder(folder), folder, cfg.mmrec_src)
+        return {"user_graph_dict_file": "user_graph_dict.npy"}
+    if model == "damrs" and not (folder / "item_graph_dict_2.npy").is_file():
+        write_damrs_item_graph(InteractionData.from_mmrec_folder(folder), folder, cfg.mmrec_src)
+    return {}
+
+
 def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
     """Train `model` with MMRec over all seeds; its test metrics per seed."""
     params = cfg.params.get(model, {})
     # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to ours (seed is added by MMRec)
     config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
-              "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
+              "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()},
+              **cfg.mmrec_params.get(model, {}), **write_reference_inputs(cfg, model, folder)}
     previous = Path(cfg.work) / f"mmrec-{model}-{folder.name}.out"      # run_mmrec's transcript
     if previous.is_file():
         runs = summary_runs(previous.read_text())

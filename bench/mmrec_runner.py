@@ -1,7 +1,8 @@
 """Run MMRec itself (unmodified `quick_start`) on an MMRec folder, for the parity and speed benches.
 
 MMRec runs in a subprocess with shims for today's numpy / scipy (`dok_matrix._update`, the removed
-`np.float` aliases) and a stand-in for its `lmdb` import (used only for raw-image datasets).
+`np.float` aliases) and stand-ins for its `lmdb` import (used only for raw-image datasets) and PGL's
+`sparsesvd` (its global mode only); `Parameter.to` returns a plain tensor as on a GPU (DRAGON's result_embed).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 MMREC_NAMES = {"bpr": "BPR", "lightgcn": "LightGCN", "vbpr": "VBPR", "freedom": "FREEDOM"}
 MMREC_NAMES.update({"lattice": "LATTICE", "bm3": "BM3", "mgcn": "MGCN", "grcn": "GRCN", "mmgcn": "MMGCN"})
+MMREC_NAMES.update({"dragon": "DRAGON", "smore": "SMORE", "pgl": "PGL", "damrs": "DAMRS", "mvgae": "MVGAE"})
 _RUNNER = '''
 import json, os, resource, sys
 sys.path.insert(0, os.getcwd())
@@ -29,8 +31,20 @@ for alias, real in (("float", float), ("int", int), ("bool", bool)):
     if alias not in np.__dict__:
         setattr(np, alias, real)
 sys.modules.setdefault("lmdb", type(sys)("lmdb"))
+sys.modules.setdefault("sparsesvd", type(sys)("sparsesvd"))   # PGL imports it for its global mode only
+sys.modules["sparsesvd"].sparsesvd = None
 import torch
 torch.Tensor.cuda = lambda self, *a, **k: self   # LATTICE / MGCN move their graphs with .cuda()
+
+
+def _parameter_to(self, *args, **kwargs):
+    # On a GPU `nn.Parameter(...).to(device)` is a plain tensor, which DRAGON / DualGNN later reassign
+    # (result_embed); on the CPU it stays the Parameter and the reassignment fails. Return what a GPU would.
+    out = torch.Tensor.to(self, *args, **kwargs)
+    return out.detach().requires_grad_(self.requires_grad) if out is self else out
+
+
+torch.nn.Parameter.to = _parameter_to
 if "torch_scatter" not in sys.modules:          # MGCN's sparse Laplacian imports it for one scatter_add
     scatter = type(sys)("torch_scatter")
     scatter.scatter_add = lambda src, index, dim=-1, out=None, dim_size=None: torch.zeros(

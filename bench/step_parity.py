@@ -6,7 +6,8 @@ The reference model (MMRec's, or the AlignRec repo's ALIGNREC) is built on the t
 weights are copied into ours, and both compute the loss and gradients of the same batch (LATTICE: the
 first batch of an epoch, which rebuilds the learned graph with gradient, and a second one on the frozen
 graph), then full-ranking scores in eval mode. BM3 runs with dropout 0 (its target views are random).
-Shims, for today's scipy and a CPU: `dok_matrix._update`, `Tensor.cuda` as identity, `torch_scatter.scatter_add`.
+Shims, for today's scipy and a CPU: `dok_matrix._update`, `Tensor.cuda` as identity, `torch_scatter.scatter_add`,
+a `sparsesvd` stand-in (PGL imports it for the `global` mode it does not run here).
 Each model runs in its own process (MMRec and the AlignRec repo share module names).
 """
 from __future__ import annotations
@@ -22,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import ConfigError, exit_on_user_error  # noqa: E402
 from raymmrec.recsys.report import format_table  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_parity_new_backbones as new_backbones  # noqa: E402
 
 BATCH = 96
 ID_TABLES = {"user_embedding.weight": "user_embedding", "item_id_embedding.weight": "item_embedding"}
@@ -60,6 +64,7 @@ CASES = {
                  {**ID_TABLES, "mm_embedding.weight": "feature_table", **_linear("mm_trs", "encoder"),
                   **_linear("gate_v.0", "gate.0")}),
 }
+CASES.update(new_backbones.CASES)
 
 
 @dataclass
@@ -84,6 +89,9 @@ def _install_shims(work: Path) -> None:
     scatter.scatter_add = lambda src, index, dim=-1, out=None, dim_size=None: torch.zeros(
         int(index.max()) + 1 if dim_size is None else dim_size, dtype=src.dtype).index_add(0, index, src)
     sys.modules["torch_scatter"] = scatter
+    sparsesvd = type(sys)("sparsesvd")     # PGL imports it for its `global` mode only
+    sparsesvd.sparsesvd = None
+    sys.modules.setdefault("sparsesvd", sparsesvd)
     for alias, real in (("float", float), ("int", int), ("bool", bool)):
         if alias not in np.__dict__:
             setattr(np, alias, real)
@@ -113,6 +121,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     folder.mkdir(parents=True)
     for name, arr in feats.items():
         np.save(folder / f"{name}_feat.npy", arr)
+    if model in new_backbones.BEFORE:
+        new_backbones.BEFORE[model](data, folder, src)
 
     class Dataset:
         dataset = None
@@ -145,6 +155,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
             ref.modal_weight.copy_(torch.tensor([0.3, 0.7]))
             ours.modal_weight.copy_(torch.tensor([0.7 if m == "text" else 0.3 for m in ours.modalities]))
             mapping = {**mapping, "modal_weight": "modal_weight"}
+        if model in new_backbones.AFTER:
+            new_backbones.AFTER[model](ref, ours)
     batch = next(BPRSampler(data, batch_size=BATCH, seed=3).epoch())
     ours_batch = batch if ours.uses_negatives else Batch(batch.users, batch.pos_items, None)
 
@@ -158,7 +170,10 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     for step in (1, 2) if model == "lattice" else (1,):
         ref.zero_grad(set_to_none=True)
         ours.zero_grad(set_to_none=True)
-        lr, lo = ref.calculate_loss([batch.users, batch.pos_items, batch.neg_items]), ours.loss(ours_batch)
+        # clones: some MMRec models (DRAGON, DualGNN) shift the item ids of the batch in place
+        shift = data.n_users if model in new_backbones.ITEM_NODE_IDS else 0
+        lr = ref.calculate_loss([batch.users.clone(), batch.pos_items + shift, batch.neg_items + shift])
+        lo = ours.loss(ours_batch)
         lr.backward()
         lo.backward()
         worst = max(((grad(ref_p, a) - grad(our_p, b)).abs().max() / grad(ref_p, a).abs().max().clamp_min(1e-6)).item()

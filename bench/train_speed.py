@@ -46,6 +46,11 @@ MMREC_FIRST_GRID = {  # the first value of each grid in MMRec's yaml
 }
 MMREC_FIRST_GRID.update({"lattice": {"reg_weight": 0.0}, "bm3": {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.3},
                          "mgcn": {"cl_loss": 1e-3}, "alignrec": {"cca_weight": 1e-4, "sim_weight": 0.1}})
+MMREC_FIRST_GRID.update({"dragon": {"reg_weight": 0.1}, "pgl": {"dropout": 0.2, "reg_weight": 0.0, "mode": "local"},
+                         "smore": {"n_ui_layers": 3, "image_knn_k": 10, "text_knn_k": 10, "reg_weight": 1e-5,
+                                   "dropout_rate": 0.0},
+                         "damrs": {"n_ui_layers": 2, "neighbor_weight": 1e-3, "kl_weight": 1.0, "n_mm_layers": 1},
+                         "mvgae": {"beta": 0.01}})
 # MMRec builds dense n_items² item–item matrices for these: 15.9 GB each at Electronics' 63k items.
 DENSE_IN_MMREC = {"freedom", "lattice", "mgcn", "alignrec"}
 

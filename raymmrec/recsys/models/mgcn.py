@@ -12,17 +12,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from raymmrec.recsys.alignment_losses import cosine_info_nce, half_squared_l2
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.recommender import ModelConfig
 from raymmrec.recsys.registry import register_model
-from raymmrec.recsys.sampling import Batch
+from raymmrec.recsys.side_content import SideContentRecommender
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
 
-NCE_TEMPERATURE = 0.2   # hard-coded in MMRec's calculate_loss (its `tau = 0.5` is unused)
 
 
 @dataclass
@@ -47,7 +44,7 @@ def gate(d: int) -> nn.Sequential:
 
 
 @register_model("mgcn")
-class MGCN(Recommender):
+class MGCN(SideContentRecommender):
     """ID LightGCN view plus per-modality item–item views of purified ID embeddings, fused by attention."""
 
     Config = MGCNConfig
@@ -70,7 +67,6 @@ class MGCN(Recommender):
                               data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
         register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
-        self._batch_rows = 0
 
     def _modality_view(self, m: str) -> torch.Tensor:
         """[R̂ x; x] with x = S_m^L (E_items ⊙ σ(G_m W_m f_m)): the purified item–item view of modality m."""
@@ -88,21 +84,3 @@ class MGCN(Recommender):
         common = sum(attention[:, j:j + 1] * v for j, v in enumerate(views))
         specific = sum(self.preferences[m](content) * (v - common) for m, v in zip(self.modalities, views))
         return (specific + common) / (len(views) + 1), content
-
-    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        side, content = self._forward()
-        out = content + side
-        return out[: self.n_users], out[self.n_users:]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        side, content = self._forward()
-        out = content + side
-        users, items = batch.users, batch.pos_items + self.n_users
-        u, p, n = out[users], out[items], out[batch.neg_items + self.n_users]
-        # MMRec divides by the configured batch size, also for the short last batch: the largest seen.
-        self._batch_rows = max(self._batch_rows, len(batch))
-        cl = (cosine_info_nce(side[items], content[items], NCE_TEMPERATURE)
-              + cosine_info_nce(side[users], content[users], NCE_TEMPERATURE))
-        return (bpr_logsigmoid_loss(dot_scores(u, p), dot_scores(u, n))
-                + self.config.reg_weight * half_squared_l2(u, p, n, divisor=self._batch_rows)
-                + self.config.cl_loss * cl)
