@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root first on sys.path, one local Ray per session, a private MLflow store."""
+"""Shared fixtures (the repo root first on sys.path, one local Ray per session, a private MLflow store) and the
+`slow` mark of the tests that start Ray clusters, job processes or DeepSpeed engines."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # kNN neighbour lists are cached per feature file; keep the suite's out of ~/.cache
 os.environ.setdefault("RAYMMREC_CACHE_DIR", tempfile.mkdtemp(prefix="raymmrec-cache-"))
 os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
+# `make test-fast` runs `-m "not slow"`; `make test` (CI) runs everything. A test is slow when it starts a Ray
+# cluster (these fixtures, directly or through another fixture) ...
+SLOW_FIXTURES = ("ray_local", "ray_head")
+# ... or, without one, starts job subprocesses (each imports torch, Ray and DeepSpeed afresh), runs DeepSpeed
+# engines or trains many models: the tests that took 20 s or more on 2 shared cores.
+SLOW_TESTS = {
+    "test_recsys_crash.py::test_sigkilled_job_resumes_to_the_history_of_an_uninterrupted_run": "3 job processes",
+    "test_recsys_job.py::test_job_cli_on_an_mmrec_folder_and_user_errors": "2 job processes",
+    "test_pretrain_consolidate.py::test_zero3_checkpoint_consolidates_to_an_encoder_with_the_same_outputs":
+        "DeepSpeed ZeRO-3 engines",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` every test that uses a Ray fixture or is listed in SLOW_TESTS (a stale entry is an error)."""
+    modules = {}
+    for item in items:
+        module = Path(str(item.fspath)).name
+        modules[module] = item.module
+        if f"{module}::{item.originalname}" in SLOW_TESTS or any(f in item.fixturenames for f in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+    for name in SLOW_TESTS:
+        module, test = name.split("::")
+        if module in modules and not hasattr(modules[module], test):
+            raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names '{name}', which does not exist")
 
 
 @pytest.fixture(scope="session")
