@@ -1,4 +1,5 @@
-"""Trainer resume after real crashes: a SIGKILLed job process, a torn checkpoint write, sparse checkpoints, bad files."""
+"""Trainer resume after crashes: a failing report, a SIGKILLed job process, a torn checkpoint write, sparse
+checkpoints, unreadable checkpoint files."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,7 +19,8 @@ from raymmrec.config import load_config
 from raymmrec.errors import DataError
 from raymmrec.recsys.checkpoint import LAST, load_checkpoint
 from raymmrec.recsys.train_backbone import TrainBackboneConfig, train_backbone
-from raymmrec.recsys.trainer import TrainerConfig, train_model
+from raymmrec.recsys.metrics import full_ranking_metrics
+from raymmrec.recsys.trainer import TrainerConfig, load_trained_model, train_model
 from recsys_planted import FAST_TRAINER, planted, tiny_data, write_dataset_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,19 @@ def _only_run_dir(output: Path) -> Path:
     dirs = [p.parent for p in output.glob("bpr-*/" + LAST)]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+class Killed(Exception):
+    """A crash right after an epoch's report (its checkpoint, when it writes one, is on disk)."""
+
+
+def _train_killed_after(epoch: int, cfg: TrainerConfig, data, run_dir: Path) -> None:
+    def report(record):
+        if record["epoch"] == epoch:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model("bpr", {}, cfg, data, report=report, checkpoint_dir=run_dir)
 
 
 def test_sigkilled_job_resumes_to_the_history_of_an_uninterrupted_run(tmp_path):
@@ -85,6 +100,26 @@ def test_sigkilled_job_resumes_to_the_history_of_an_uninterrupted_run(tmp_path):
     resumed = load_checkpoint(run_dir / LAST)["trainer"]
     assert resumed["stop_reason"] == "finished"
     _assert_same_curve(resumed["history"], full.history)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    cfg = TrainerConfig(epochs=30, patience=2, **FAST_TRAINER)
+    data = tiny_data()
+    full = train_model("bpr", {}, cfg, data, checkpoint_dir=tmp_path / "a")
+
+    _train_killed_after(3, cfg, data, tmp_path / "b")
+    seen = []
+    resumed = train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b")
+    assert seen[0]["epoch"] == 4
+    assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
+    assert resumed.stop_reason == full.stop_reason == "early_stopped"
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history])
+    assert resumed.test_at_best == pytest.approx(full.test_at_best)
+    # A finished run resumes to its result without training again.
+    assert train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b").epochs_run == full.epochs_run
+    assert len(seen) == full.epochs_run - 3
+    model = load_trained_model(resumed.best_checkpoint, data)
+    assert full_ranking_metrics(model.full_scores, data, "test")["recall@20"] == pytest.approx(full.test_at_best["recall@20"])
 
 
 def test_a_torn_checkpoint_write_is_never_read_as_last(tmp_path, monkeypatch):
@@ -143,15 +178,7 @@ def test_checkpoint_every_3_writes_only_at_multiples_bests_and_the_end_and_resum
     assert written == sorted({3, 6, 9, 10} | set(improved))
     assert not {1, 5, 7} & set(written)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_8(record):
-        if record["epoch"] == 8:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_model("bpr", {}, cfg, data, report=kill_at_8, checkpoint_dir=tmp_path / "b")
+    _train_killed_after(8, cfg, data, tmp_path / "b")
     saved = load_checkpoint(tmp_path / "b" / LAST)["epoch"]
     assert saved == (8 if 8 in improved else 6)
     seen = []

@@ -5,7 +5,7 @@ import torch
 
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.models.bpr import BPR
-from raymmrec.recsys.trainer import EarlyStopping, TrainerConfig, load_trained_model, train_model
+from raymmrec.recsys.trainer import EarlyStopping, TrainerConfig, train_model
 from raymmrec.recsys.metrics import full_ranking_metrics
 from raymmrec.recsys.sampling import BPRSampler
 from recsys_planted import FAST_TRAINER, tiny_data
@@ -43,34 +43,6 @@ def test_eval_every_and_test_metrics_at_the_best_epoch():
     # The returned model holds the best epoch's weights.
     again = full_ranking_metrics(result.model.full_scores, tiny_data(), "test")
     assert again["recall@20"] == pytest.approx(result.test_at_best["recall@20"])
-
-
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
-    cfg = TrainerConfig(epochs=30, patience=2, **FAST_TRAINER)
-    data = tiny_data()
-    full = train_model("bpr", {}, cfg, data, checkpoint_dir=tmp_path / "a")
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_3(record):
-        if record["epoch"] == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_model("bpr", {}, cfg, data, report=kill_at_3, checkpoint_dir=tmp_path / "b")
-    seen = []
-    resumed = train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b")
-    assert seen[0]["epoch"] == 4
-    assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
-    assert resumed.stop_reason == full.stop_reason == "early_stopped"
-    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history])
-    assert resumed.test_at_best == pytest.approx(full.test_at_best)
-    # A finished run resumes to its result without training again.
-    assert train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b").epochs_run == full.epochs_run
-    assert len(seen) == full.epochs_run - 3
-    model = load_trained_model(resumed.best_checkpoint, data)
-    assert full_ranking_metrics(model.full_scores, data, "test")["recall@20"] == pytest.approx(full.test_at_best["recall@20"])
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
