@@ -1,6 +1,7 @@
 # Two commands do everything from a fresh clone:
 #   make run    set up .venv and run the main job on the embedded generated dataset
 #   make test   set up .venv and run the test suite
+#   make test-fast   the tests not marked slow (no Ray clusters, job processes or DeepSpeed engines): minutes
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,7 +16,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run test bench clean
+.PHONY: venv run test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -38,6 +39,9 @@ run: venv
 
 test: venv
 	$(PY) -m pytest $(ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs mlruns mlflow.db

@@ -51,7 +51,9 @@ def init_ray(cfg: RayConfig | None = None) -> None:
                 kwargs["num_gpus"] = cfg.num_gpus
             if cfg.object_store_mb is not None:
                 kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
-            ray.init(**kwargs)
+            # "local": a private instance, even when `ray start` left a cluster on this machine (plain init
+            # would join that one and refuse num_cpus)
+            ray.init(address="local", **kwargs)
     ctx = DataContext.get_current()
     ctx.execution_options.verbose_progress = False
     if hasattr(ctx, "execution_no_progress_timeout_s"):

@@ -49,19 +49,62 @@ def test_reindex_orders_by_first_appearance():
     assert old.tolist() == [7, 3, 9]
 
 
-@pytest.mark.parametrize("n", list(range(1, 31)))
-def test_split_counts_follow_mmrec_rule(n):
+# MMRec's preprocessing/1splitting.ipynb, per user with n rows in (shuffled) order: n < 10 gives n-2 / 1 / 1;
+# otherwise int(n * 0.2) rows are held out, valid gets half of them rounded down and test the rest. By hand:
+MMREC_SPLIT_TABLE = {   # n: (train, valid, test)
+    3: (1, 1, 1),       # n < 10: one each to valid and test
+    9: (7, 1, 1),
+    10: (8, 1, 1),      # int(2.0) = 2 held out: 1 valid, 1 test
+    15: (12, 1, 2),     # int(3.0) = 3: 1 valid, 2 test
+    19: (16, 1, 2),     # int(3.8) = 3
+    20: (16, 2, 2),     # int(4.0) = 4
+}
+
+
+def _notebook_counts(n: int) -> tuple[int, int, int]:
+    """The notebook's rule as it is written there, float product included."""
+    if n < 10:
+        return n - 2, 1, 1
+    held_out = int(n * 0.2)
+    return n - held_out, held_out // 2, held_out - held_out // 2
+
+
+def _counts(labels: np.ndarray) -> tuple[int, int, int]:
+    return tuple(int((labels == s).sum()) for s in (TRAIN, VALID, TEST))
+
+
+@pytest.mark.parametrize("n", sorted(MMREC_SPLIT_TABLE))
+def test_split_counts_match_the_hand_table(n):
+    assert _notebook_counts(n) == MMREC_SPLIT_TABLE[n]         # the table is MMRec's rule
     labels = split_labels(np.arange(n), np.full(n, n))
-    counts = [int((labels == s).sum()) for s in (TRAIN, VALID, TEST)]
-    if n < 3:
-        assert counts == [n, 0, 0]
-    elif n < 10:
-        assert counts == [n - 2, 1, 1]
-    else:
-        m = int(np.floor(0.2 * n))
-        assert counts == [n - m, m // 2, m - m // 2]
-    # Train first, then valid, then test along the user's order.
-    assert (np.diff(labels) >= 0).all()
+    assert _counts(labels) == MMREC_SPLIT_TABLE[n]
+    assert (np.diff(labels) >= 0).all()                        # train first, then valid, then test along the order
+
+
+def test_split_of_many_users_matches_the_table_user_by_user():
+    sizes = list(MMREC_SPLIT_TABLE) * 3
+    rng = np.random.default_rng(5)
+    user = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))   # rows of users interleaved
+    for method in ("random", "chronological"):
+        labels = split_interactions(user, rng.integers(0, 100, len(user)), method, seed=0)
+        for u, n in enumerate(sizes):
+            assert _counts(labels[user == u]) == MMREC_SPLIT_TABLE[n], (method, n)
+
+
+def test_split_counts_equal_the_notebooks_float_rule_for_every_size():
+    n = np.arange(3, 2_001)
+    labels_by_n = {int(k): _notebook_counts(int(k)) for k in n}
+    rank = np.concatenate([np.arange(k) for k in n])
+    labels = split_labels(rank, np.repeat(n, n))
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    for split, col in ((VALID, 1), (TEST, 2)):
+        got = np.add.reduceat((labels == split).astype(np.int64), starts)
+        assert got.tolist() == [labels_by_n[int(k)][col] for k in n]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_users_with_fewer_than_3_rows_stay_in_train(n):
+    assert _counts(split_labels(np.arange(n), np.full(n, n))) == (n, 0, 0)
 
 
 def test_random_split_is_per_user_seeded_and_shuffled():
@@ -110,6 +153,27 @@ def test_process_interactions_maps_ids_back_to_the_raw_ids():
     assert len(pairs) == t.num_rows   # implicit: one row per pair
     assert t.column("user").to_numpy().max() + 1 == len(out.user_ids) == len(set(out.user_ids.to_pylist()))
     assert out.counts["raw_rows"] == n and out.counts["after_kcore"] == t.num_rows
+
+
+def test_process_interactions_output_is_the_k_core_of_the_deduped_pairs():
+    rng = np.random.default_rng(7)
+    n = 2500
+    user = rng.integers(0, 400, n)
+    item = np.minimum(rng.zipf(1.4, n), 250)              # a long tail of rare items that 5-core cuts
+    again = rng.choice(n, 800)                             # repeated pairs, later: they must count once
+    user, item = np.concatenate([user, user[again]]), np.concatenate([item, item[again]])
+    ts = np.arange(len(user))
+    raw = pa.table({"user_id": [f"u{u}" for u in user], "item_id": [f"i{i}" for i in item],
+                    "rating": pa.array(np.ones(len(user), np.float32)), "timestamp": ts},
+                   schema=RAW_INTERACTIONS_SCHEMA)
+    out = process_interactions(raw, kcore=5, split="random", seed=0, source="test")
+    t = out.table
+    users, items = t.column("user").to_numpy(), t.column("item").to_numpy()
+    assert np.bincount(users).min() >= 5 and np.bincount(items).min() >= 5
+    pairs = set(zip(out.user_ids.take(t.column("user")).to_pylist(), out.item_ids.take(t.column("item")).to_pylist()))
+    raw_pairs = {(f"u{u}", f"i{i}") for u, i in zip(user, item)}
+    assert pairs == {(f"u{u}", f"i{i}") for u, i in _naive_kcore(set(zip(user.tolist(), item.tolist())), 5)}
+    assert len(pairs) == t.num_rows and 0 < len(pairs) < len(raw_pairs) / 2     # a real cascade, no duplicates
 
 
 def test_empty_result_after_kcore_is_a_clear_error():

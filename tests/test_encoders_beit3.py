@@ -1,6 +1,8 @@
 """BEiT3: torchscale equivalence, official-checkpoint loading, padding, vision-language experts, fused CLS."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -21,8 +23,19 @@ def _inputs(vocab: int = 1000, seed: int = 0):
     return pixels, tokens, pad, image_mask
 
 
+def _torchscale_beit3():
+    """torchscale's BEiT3: `make venv` installs it, so CI must have it; elsewhere its absence skips the test."""
+    try:
+        import torchscale.model.BEiT3 as ts_model
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"torchscale is missing in CI ({exc}); `make venv` installs it (see the Makefile)")
+        pytest.skip(f"torchscale is not installed ({exc}); `make venv` installs it")
+    return ts_model
+
+
 def test_same_weights_same_output_as_torchscale():
-    ts_model = pytest.importorskip("torchscale.model.BEiT3")
+    ts_model = _torchscale_beit3()
     from torchscale.architecture.config import EncoderConfig as TsConfig
 
     torch.manual_seed(0)

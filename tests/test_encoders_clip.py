@@ -39,6 +39,24 @@ def test_long_clip_model_reads_248_tokens():
     assert short.tokenizer.context_length == 77
 
 
+def test_long_clip_text_past_position_77_changes_the_embedding():
+    torch.manual_seed(0)
+    short = create_encoder(EncoderConfig(kind="clip")).eval()
+    long = create_encoder(EncoderConfig(kind="clip", clip=ClipConfig(long_text=True))).eval()
+    head = " ".join(["soft"] * 100)
+    texts = [f"{head} {' '.join(['red'] * 40)}", f"{head} {' '.join(['blue'] * 40)}"]
+    tokens = long.tokenizer(texts)
+    differ = torch.nonzero(tokens[0] != tokens[1]).flatten()
+    assert len(differ) > 0 and differ.min() > 77 and differ.max() < 248          # the texts differ only past CLIP's 77 positions
+    with torch.no_grad():
+        a, b = long.encode_text(tokens)
+        assert (a - b).norm() > 1e-3 * a.norm()
+        # the 77-token model cuts both texts to the same tokens: no difference there
+        short_tokens = short.tokenizer(texts)
+        assert torch.equal(short_tokens[0], short_tokens[1])
+        torch.testing.assert_close(*short.encode_text(short_tokens))
+
+
 def test_preprocess_without_model_matches_model():
     cfg = EncoderConfig(kind="clip", clip=ClipConfig(model="ViT-B-16", pretrained="openai"))
     pp = create_preprocess(cfg)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from raymmrec.features.cliper import fuse_views, fusion_dim, fusion_mlp, view_similarities, view_weights
 from raymmrec.item_text import VIEWS, cliper_views, joined_text
@@ -73,6 +74,23 @@ def test_fusions():
     again = fuse_views(views, w, present, "mlp", fusion_mlp(c, d, seed=3))
     assert mlp.shape == (n, d) and np.array_equal(mlp, again)                     # seeded: reproducible
     assert (mlp < 0).any() and np.all(mlp[mlp < 0] > -0.05 * np.abs(mlp).max())  # LeakyReLU slope 0.01
+
+
+def test_mlp_fusion_is_leaky_relu_of_a_linear_map_of_the_concatenated_views():
+    # 2 items, 2 views of dimension 2; item 0 lacks its second view (it enters the concatenation as zeros)
+    views = np.array([[[1.0, -2.0], [3.0, 4.0]],
+                      [[2.0, 1.0], [-1.0, 3.0]]], np.float32)
+    present = np.array([[True, False], [True, True]])
+    mlp = fusion_mlp(2, 2, seed=0)
+    linear = mlp[0]
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 2.0, 1.0, 0.0]]))
+        linear.bias.copy_(torch.tensor([0.5, -1.0]))
+    # item 0: concat [1, -2, 0, 0] → [1 - 2 + 0.5, -4 - 1] = [-0.5, -5] → LeakyReLU(0.01) → [-0.005, -0.05]
+    # item 1: concat [2, 1, -1, 3] → [2 + 1 + 0.5, 2 - 1 - 1] = [3.5, 0] → [3.5, 0]
+    expected = np.array([[-0.005, -0.05], [3.5, 0.0]], np.float32)
+    got = fuse_views(views, np.full((2, 2), 0.5, np.float32), present, "mlp", mlp)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_prompts_are_truncated_to_the_encoder_context():

@@ -10,9 +10,12 @@ import time
 import pytest
 from PIL import Image
 
-from raymmrec.encoders import EncoderConfig
+from raymmrec.encoders import EncoderConfig, create_preprocess
 from raymmrec.errors import DataError
 from raymmrec.pretrain.pairs import MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset
+
+
+RED, GREEN, BLUE = 0, 1, 2      # colour channels
 
 
 def _png(color) -> bytes:
@@ -50,13 +53,26 @@ def _write_tar(path):
                 tar.addfile(info, io.BytesIO(data))
 
 
-def _collect(ds):
-    rows = 0
-    texts = []
+def _collect(ds) -> list[tuple[list[int], int]]:
+    """Each surviving pair as (its token ids, the dominant colour channel of its image)."""
+    pairs = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        rows += len(batch["tokens"])
-        texts.extend(batch["tokens"].tolist())
-    return rows, texts
+        colour = batch["pixels"].mean(axis=(2, 3)).argmax(axis=1)
+        pairs.extend(zip(batch["tokens"].tolist(), colour.tolist()))
+    return pairs
+
+
+def _who(pairs, encoder: EncoderConfig, names: dict[str, str]) -> list[tuple[str, int]]:
+    """Name each pair by the record whose words its tokens hold (`names`: record → words), with its colour."""
+    tok = create_preprocess(encoder).tokenizer
+    special = set(tok([""])[0].tolist())
+    words = {name: set(tok([text])[0].tolist()) - special for name, text in names.items()}
+    out = []
+    for tokens, colour in pairs:
+        hits = [name for name, ids in words.items() if ids <= set(tokens)]
+        assert len(hits) == 1, (hits, tokens)
+        out.append((hits[0], colour))
+    return sorted(out)
 
 
 def _totals(counter) -> dict:
@@ -81,15 +97,19 @@ def test_jsonl_and_webdataset_sources(ray_local, tmp_path):
 
     masks = MaskSpec(0.15, 0.4)
     counter = create_drop_counter("test-drops-jsonl")
-    rows, _ = _collect(pair_dataset(PairDataConfig(source=str(tmp_path / "meta.jsonl")), EncoderConfig(), masks,
-                                    counter="test-drops-jsonl"))
-    assert rows == 2                                   # A and C; B undecodable, D without image, 1 malformed line
+    pairs = _collect(pair_dataset(PairDataConfig(source=str(tmp_path / "meta.jsonl")), EncoderConfig(), masks,
+                                  counter="test-drops-jsonl"))
+    # A (red, by path) and C (blue, inline base64) survive; B undecodable, D without image, 1 malformed line
+    names = {"A": "Red rattle", "B": "Broken", "C": "Blue cup", "D": "No picture"}
+    assert _who(pairs, EncoderConfig(), names) == [("A", RED), ("C", BLUE)]
     assert _totals(counter) == {"undecodable_images": 1, "missing_images": 1}
 
     counter = create_drop_counter("test-drops-tar")
-    rows, _ = _collect(pair_dataset(PairDataConfig(source=str(shards), repeat=2), EncoderConfig(kind="clip"), None,
-                                    counter="test-drops-tar"))
-    assert rows == 4                                   # s1 and s3, read twice; s2 dropped both times
+    clip = EncoderConfig(kind="clip")
+    pairs = _collect(pair_dataset(PairDataConfig(source=str(shards), repeat=2), clip, None, counter="test-drops-tar"))
+    # s1 (green, txt) and s3 (json title), read twice; s2's garbage image drops it both times
+    who = _who(pairs, clip, {"s1": "green ball", "s2": "bad", "s3": "Dark mat"})
+    assert [name for name, _ in who] == ["s1", "s1", "s3", "s3"] and who[0][1] == GREEN
     assert _totals(counter) == {"undecodable_images": 2}
 
 

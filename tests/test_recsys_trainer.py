@@ -1,10 +1,13 @@
+import math
+
 import pytest
 import torch
 
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.models.bpr import BPR
-from raymmrec.recsys.trainer import EarlyStopping, TrainerConfig, load_trained_model, train_model
+from raymmrec.recsys.trainer import EarlyStopping, TrainerConfig, train_model
 from raymmrec.recsys.metrics import full_ranking_metrics
+from raymmrec.recsys.sampling import BPRSampler
 from recsys_planted import FAST_TRAINER, tiny_data
 
 
@@ -42,34 +45,6 @@ def test_eval_every_and_test_metrics_at_the_best_epoch():
     assert again["recall@20"] == pytest.approx(result.test_at_best["recall@20"])
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
-    cfg = TrainerConfig(epochs=30, patience=2, **FAST_TRAINER)
-    data = tiny_data()
-    full = train_model("bpr", {}, cfg, data, checkpoint_dir=tmp_path / "a")
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_3(record):
-        if record["epoch"] == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_model("bpr", {}, cfg, data, report=kill_at_3, checkpoint_dir=tmp_path / "b")
-    seen = []
-    resumed = train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b")
-    assert seen[0]["epoch"] == 4
-    assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
-    assert resumed.stop_reason == full.stop_reason == "early_stopped"
-    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history])
-    assert resumed.test_at_best == pytest.approx(full.test_at_best)
-    # A finished run resumes to its result without training again.
-    assert train_model("bpr", {}, cfg, data, report=seen.append, checkpoint_dir=tmp_path / "b").epochs_run == full.epochs_run
-    assert len(seen) == full.epochs_run - 3
-    model = load_trained_model(resumed.best_checkpoint, data)
-    assert full_ranking_metrics(model.full_scores, data, "test")["recall@20"] == pytest.approx(full.test_at_best["recall@20"])
-
-
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     data = tiny_data()
     train_model("bpr", {}, TrainerConfig(epochs=1, **FAST_TRAINER), data, checkpoint_dir=tmp_path)
@@ -77,19 +52,31 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         train_model("bpr", {"reg_weight": 0.5}, TrainerConfig(epochs=1, **FAST_TRAINER), data, checkpoint_dir=tmp_path)
 
 
-def test_nan_loss_stops_with_its_reason(monkeypatch):
+@pytest.mark.parametrize("nan_epoch,at", [(3, "first"), (2, "last")])
+def test_nan_loss_stops_with_its_reason(monkeypatch, nan_epoch, at):
+    data = tiny_data()
+    cfg = TrainerConfig(epochs=10, patience=50, **FAST_TRAINER)
+    per_epoch = -(-data.n_train // cfg.batch_size)              # every positive once per epoch, in full batches
+    assert sum(1 for _ in BPRSampler(data, cfg.batch_size).epoch()) == per_epoch
+    # the first loss call of epoch `nan_epoch`, or the last one of it
+    nan_call = (nan_epoch - 1) * per_epoch + 1 if at == "first" else nan_epoch * per_epoch
     calls = {"n": 0}
     original = BPR.loss
 
     def loss(self, batch):
         calls["n"] += 1
         value = original(self, batch)
-        return value * float("nan") if calls["n"] > 25 else value
+        return value * float("nan") if calls["n"] >= nan_call else value
 
     monkeypatch.setattr(BPR, "loss", loss)
-    result = train_model("bpr", {}, TrainerConfig(epochs=10, **FAST_TRAINER), tiny_data())
-    assert result.stop_reason == "nan_loss" and result.epochs_run == 3
-    assert result.best_epoch == 2
+    records = []
+    result = train_model("bpr", {}, cfg, data, report=records.append)
+    assert result.stop_reason == "nan_loss" and result.epochs_run == nan_epoch
+    assert calls["n"] == nan_call                                # the epoch ends at its first non-finite loss
+    assert [r["epoch"] for r in records] == list(range(1, nan_epoch + 1))
+    assert all(math.isfinite(r["train_loss"]) for r in records[:-1]) and math.isnan(records[-1]["train_loss"])
+    assert "valid/recall@20" not in records[-1]                  # a NaN epoch is not evaluated
+    assert result.best_epoch == max(r["epoch"] for r in records if r["improved"]) < nan_epoch
 
 
 def test_report_returning_true_stops_training():
