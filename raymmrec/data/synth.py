@@ -59,7 +59,7 @@ class SynthConfig:
     style_strength: float = 0.7            # log-odds bonus for the user's style in the cluster
     popularity_weight: float = 1.0         # exponent of item popularity in the choice
     popularity_sigma: float = 1.0          # log-normal spread of item popularity
-    off_preference: float = 0.2            # share of interactions outside the user's taste (popularity only)
+    off_preference: float = 0.35           # share of interactions outside the user's taste (popularity only)
     family_size: float = 12.0              # mean variants per product family (before 5-core)
     variant_spread: float = 0.02           # attribute spread of the variants around their family's
     new_item_share: float = 0.4            # items released after the start of the log
