@@ -36,33 +36,38 @@ class BackboneAccuracyConfig:
     out: str = ""
 
 
-def _data(cfg: BackboneAccuracyConfig):
-    from raymmrec.recsys.interaction_data import InteractionData
-
-    path = Path(cfg.data) if cfg.data else Path(cfg.work) / "synth-baby"
-    if not cfg.data and not (path / "stats.json").is_file():
+def bench_data_path(data: str, work: str) -> Path:
+    """The dataset to bench: `data`, or generated `baby` under `work` (made once)."""
+    path = Path(data) if data else Path(work) / "synth-baby"
+    if not data and not (path / "stats.json").is_file():
         from raymmrec.data.synth import SynthConfig, generate_dataset
 
         generate_dataset(SynthConfig(size="baby", seed=0), path)
-    return InteractionData.load(path, cfg.features or None)
+    return path
+
+
+def model_row(model: str, params: dict[str, Any], trainer: TrainerConfig, data) -> dict[str, Any]:
+    """Train one model to early stopping (or the epoch cap); its table row of test metrics at the best epoch."""
+    r = train_model(model, params, trainer, data)
+    t = r.test_at_best
+    return {"model": model, "seed": trainer.seed, "best_epoch": r.best_epoch, "epochs": r.epochs_run,
+            "stop": r.stop_reason, "seconds": round(r.seconds, 1),
+            "valid R@20": r.best_valid["recall@20"], "test R@20": t["recall@20"],
+            "test N@20": t["ndcg@20"], "cold R@20": t["cold_recall@20"], "cold N@20": t["cold_ndcg@20"]}
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
+    from raymmrec.recsys.interaction_data import InteractionData
+
     cfg = load_config(BackboneAccuracyConfig, argv)
-    data = _data(cfg)
+    data = InteractionData.load(bench_data_path(cfg.data, cfg.work), cfg.features or None)
     print(json.dumps(data.summary()), flush=True)
     rows = []
     for model in cfg.models:
         for seed in cfg.seeds:
             trainer = TrainerConfig(**{**cfg.trainer.__dict__, "seed": seed})
-            r = train_model(model, cfg.params.get(model, {}), trainer, data)
-            t = r.test_at_best
-            rows.append({"model": model, "seed": seed, "best_epoch": r.best_epoch, "epochs": r.epochs_run,
-                         "stop": r.stop_reason, "seconds": round(r.seconds, 1),
-                         "valid R@20": r.best_valid["recall@20"], "test R@20": t["recall@20"],
-                         "test N@20": t["ndcg@20"], "cold R@20": t["cold_recall@20"],
-                         "cold N@20": t["cold_ndcg@20"]})
+            rows.append(model_row(model, cfg.params.get(model, {}), trainer, data))
             print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))

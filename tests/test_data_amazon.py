@@ -73,7 +73,7 @@ def test_amazon2018_gzip_strict_and_python_literal_lines(amazon2018, tmp_path, m
     assert inter.timestamp.min() == 1_400_000_000
     assert (ds.features("raw") / "text.npy").is_file() and not (ds.features("raw") / "image.npy").exists()
     run = mlflow.search_runs(experiment_names=["test"]).iloc[0]
-    assert run["metrics.skipped.reviews.malformed"] == 1
+    assert run["metrics.skipped.reviews.malformed"] == 1 and run["metrics.skipped.meta.malformed"] == 1
     assert run["metrics.interactions"] == 60 and run["params.source"] == "amazon2018"
 
 
@@ -193,3 +193,35 @@ def test_blocks_hold_whole_lines_with_their_numbers(tmp_path, chunk_bytes):
         f.write(b"\n".join(lines))           # no newline at the end
     got = [(start + k, line) for start, chunk in iter_line_chunks(path, chunk_bytes) for k, line in enumerate(chunk)]
     assert got == list(enumerate(lines, 1))
+
+
+def test_a_rating_that_is_not_a_number_is_a_counted_skip(tmp_path):
+    from raymmrec.data.amazon import read_reviews
+
+    ok = {"reviewerID": "u1", "asin": "a1", "overall": 5.0, "unixReviewTime": 10}
+    lines = [json.dumps(ok), json.dumps({**ok, "overall": "five"}), repr({**ok, "overall": True}),
+             json.dumps({**ok, "overall": None}), json.dumps({k: v for k, v in ok.items() if k != "overall"}),
+             json.dumps({**ok, "overall": "4.0", "asin": "a2"}), json.dumps({**ok, "overall": 3, "asin": "a3"})]
+    path = tmp_path / "reviews.json"
+    path.write_text("\n".join(lines) + "\n")
+    table, faults = read_reviews(path, "amazon2018", chunk_bytes=64)
+    assert table.column("item_id").to_pylist() == ["a1", "a2", "a3"]
+    assert table.column("rating").to_pylist() == [5.0, 4.0, 3.0]
+    assert faults.counts == {"rating_not_a_number": 4}
+    assert faults.first_rows["rating_not_a_number"] == [2, 3, 4, 5]
+
+
+def test_a_malformed_meta_line_is_counted_whichever_item_it_names(tmp_path):
+    from raymmrec.data.amazon import read_meta
+    import pyarrow as pa
+
+    path = tmp_path / "meta.json"
+    path.write_text("\n".join([
+        json.dumps({"asin": "A", "title": "wanted"}), json.dumps({"asin": "Z", "title": "unwanted"}),
+        '{"asin": "Z", "title": "cut off',            # an unwanted item, cut: counted as a bad review line is
+        '{"asin": "A", "title": ',                    # a wanted one, cut
+        "[1, 2]",                                     # parses, but is not a record
+    ]) + "\n")
+    table, faults = read_meta(path, "amazon2018", pa.array(["A"]))
+    assert table.column("title").to_pylist() == ["wanted"]
+    assert faults.counts == {"malformed": 3} and faults.first_rows["malformed"] == [3, 4, 5]

@@ -74,3 +74,44 @@ def test_bad_rows_are_counted_and_skipped_bad_labels_rejected(tmp_path):
         import_mmrec(bad, tmp_path / "out2")
     with pytest.raises(DataError, match="expected exactly one .inter file"):
         import_mmrec(tmp_path, tmp_path / "out3")
+
+
+def test_every_feat_file_of_a_folder_is_a_modality_every_backbone_reads(tmp_path):
+    """TikTok ships audio_feat.npy beside image_feat.npy: import, export and training all see `audio`."""
+    import torch
+
+    from raymmrec.recsys.interaction_data import InteractionData
+    from raymmrec.recsys.registry import build_model, get_model, model_names
+    from raymmrec.recsys.sampling import BPRSampler
+    from recsys_planted import planted, write_mmrec_folder
+
+    p = planted()
+    folder = write_mmrec_folder(p, tmp_path / "tiktokish")
+    (folder / "text_feat.npy").unlink()                          # TikTok's set: image and audio only
+    audio = np.random.default_rng(1).standard_normal((p.n_items, 12)).astype(np.float32)
+    np.save(folder / "audio_feat.npy", audio)
+    data = InteractionData.load(folder)
+    assert sorted(data.features) == ["audio", "image"] and data.features["audio"].shape == (p.n_items, 12)
+    ds, _ = import_mmrec(folder, tmp_path / "imported")
+    assert np.array_equal(np.load(ds.features("mmrec") / "audio.npy"), audio)
+    again = export_mmrec(ds, tmp_path / "again", "again", feature_set="mmrec")
+    assert sorted(f.name for f in again.glob("*_feat.npy")) == ["audio_feat.npy", "image_feat.npy"]
+
+    shifted = InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items,
+                                          {**data.features, "audio": audio[::-1].copy()})
+    multimodal = [m for m in model_names() if get_model(m).model_cls.needs_features]
+    assert {"vbpr", "freedom", "lattice", "bm3", "mgcn", "alignrec"} <= set(multimodal)
+
+    def first_loss(name, d):
+        torch.manual_seed(0)
+        model = build_model(name, {}, d)
+        model.train()
+        model.pre_epoch(1)
+        torch.manual_seed(1)
+        batch = next(BPRSampler(d, batch_size=64, negatives=model.uses_negatives, seed=0).epoch())
+        return float(model.loss(batch).detach())
+
+    for name in multimodal:
+        base = first_loss(name, data)
+        assert np.isfinite(base), name
+        assert first_loss(name, shifted) != base, f"{name} does not read the audio modality"

@@ -1,33 +1,15 @@
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import scipy.sparse as sp
 
 from raymmrec.data import content_features
-from raymmrec.data.schema import (INTERACTIONS_SCHEMA, ITEMS_SCHEMA, SYNTH_TRUTH_FILE, TEST, TRAIN, DatasetDir,
-                                  read_table)
+from raymmrec.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, SYNTH_TRUTH_FILE, DatasetDir, read_table
 from raymmrec.data.synth import SynthConfig, generate_dataset
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return generate_dataset(SynthConfig(size="tiny", seed=0), tmp_path_factory.mktemp("synth") / "tiny")
-
-
-def _recall_at(scores: np.ndarray, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 20) -> float:
-    scores = scores.astype(np.float64).copy()
-    scores[train.nonzero()] = -np.inf
-    top = np.argpartition(-scores, k, axis=1)[:, :k]
-    users = np.unique(test.nonzero()[0])
-    return float(np.mean([len(set(test[u].indices) & set(top[u])) / test[u].nnz for u in users]))
-
-
-def _item_knn_scores(vectors: np.ndarray, train: sp.csr_matrix, neighbours: int = 30) -> np.ndarray:
-    z = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
-    sim = z @ z.T
-    np.fill_diagonal(sim, 0.0)
-    cut = -np.sort(-sim, axis=1)[:, neighbours - 1:neighbours]
-    return np.asarray(train @ np.where(sim >= cut, sim, 0.0))
 
 
 def test_tiny_dataset_dir_is_complete_and_matches_schemas(tiny):
@@ -50,7 +32,8 @@ def test_tiny_dataset_dir_is_complete_and_matches_schemas(tiny):
     assert text.shape == (items.num_rows, content_features.TEXT_DIM) and text.dtype == np.float32
     truth = np.load(ds.root / SYNTH_TRUTH_FILE)
     assert truth["item_cluster"].shape == (items.num_rows,)
-    assert truth["user_clusters"].shape[0] == stats["users"]
+    assert truth["item_attributes"].shape == (items.num_rows, len(truth["attribute_names"]))
+    assert truth["user_clusters"].shape[0] == truth["user_ideal"].shape[0] == stats["users"]
 
 
 def test_generator_is_seeded(tmp_path, tiny):
@@ -61,27 +44,59 @@ def test_generator_is_seeded(tmp_path, tiny):
     assert not pq.read_table(other.interactions).equals(pq.read_table(tiny.interactions))
 
 
-def test_content_carries_the_planted_signal(tmp_path):
-    ds = generate_dataset(SynthConfig(size="tiny", seed=3, users=800, items=500, interactions=9000), tmp_path / "d")
-    inter = pq.read_table(ds.interactions).to_pandas()
-    n_users, n_items = ds.stats()["users"], ds.stats()["items"]
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A tiny set with more users and items, so recall differences are not seed noise."""
+    cfg = SynthConfig(size="tiny", seed=3, users=1000, items=800, interactions=10000)
+    return generate_dataset(cfg, tmp_path_factory.mktemp("synth") / "planted")
 
-    def matrix(split):
-        rows = inter[inter.split == split]
-        return sp.csr_matrix((np.ones(len(rows)), (rows.user, rows.item)), shape=(n_users, n_items))
 
-    train, test = matrix(TRAIN), matrix(TEST)
-    popularity = np.tile(np.asarray(train.sum(axis=0)).ravel(), (n_users, 1))
-    pop = _recall_at(popularity, train, test)
-    truth = np.load(ds.root / SYNTH_TRUTH_FILE)
-    latent = _recall_at(_item_knn_scores(truth["item_latent"], train), train, test)
-    feats = {m: np.load(ds.features("raw") / f"{m}.npy") for m in ("image", "text")}
-    image = _recall_at(_item_knn_scores(feats["image"], train), train, test)
-    text = _recall_at(_item_knn_scores(feats["text"], train), train, test)
-    print(f"recall@20 popularity {pop:.3f} latent {latent:.3f} image {image:.3f} text {text:.3f}")
-    assert latent > 1.5 * pop, (latent, pop)
-    assert image > 1.2 * pop, (image, pop)
-    assert text > 1.2 * pop, (text, pop)
+@pytest.fixture(scope="module")
+def one_per_family(tmp_path_factory):
+    """One item per product family, so every item shows its own attribute values (what a regression needs)."""
+    cfg = SynthConfig(size="tiny", seed=4, users=800, items=1300, interactions=8000, family_size=1.0)
+    return generate_dataset(cfg, tmp_path_factory.mktemp("synth") / "one_per_family")
+
+
+def test_content_knn_is_far_above_popularity_and_below_the_oracle(planted):
+    from raymmrec.recsys.interaction_data import InteractionData
+    from raymmrec.recsys.metrics import full_ranking_metrics, popularity_scores
+    from raymmrec.recsys.reference_scorers import content_knn_scores, oracle_scorer
+
+    data = InteractionData.load(planted.root)
+    recall = lambda fn: full_ranking_metrics(fn, data, "test", ks=(20,))["recall@20"]  # noqa: E731
+    pop = recall(popularity_scores(data))
+    image, text, both = (recall(content_knn_scores(data, m)) for m in ("image", "text", ""))
+    oracle = recall(oracle_scorer(data, planted.root / SYNTH_TRUTH_FILE))
+    print(f"recall@20 popularity {pop:.3f} image {image:.3f} text {text:.3f} both {both:.3f} oracle {oracle:.3f}")
+    assert both > 1.5 * pop, (both, pop)
+    assert image > 1.1 * pop and text > 1.3 * pop, (image, text, pop)
+    assert oracle > max(both, pop) * 1.2, (oracle, both)
+
+
+def _held_out_r2(x: np.ndarray, y: np.ndarray, fit: np.ndarray) -> float:
+    """R² on the rows not in `fit` of a ridge regression fit on those in it (is `y` linear in `x`?)."""
+    from sklearn.linear_model import Ridge
+
+    pred = Ridge(alpha=0.3).fit(x[fit], y[fit]).predict(x[~fit])
+    return 1.0 - float(((pred - y[~fit]) ** 2).mean() / y[~fit].var())
+
+
+def test_each_modality_shows_its_attributes_and_not_the_others(one_per_family):
+    truth = np.load(one_per_family.root / SYNTH_TRUTH_FILE)
+    attrs, names, shown = truth["item_attributes"], truth["attribute_names"], truth["attribute_modality"]
+    # Held out by product family: variants share attributes, so a split inside a family would leak them.
+    fit = truth["item_family"] % 2 == 0
+    assert truth["item_family"].max() > 0.9 * len(fit)
+    for modality in ("image", "text"):
+        x = np.load(one_per_family.features("raw") / f"{modality}.npy")
+        r2 = {str(n): _held_out_r2(x, attrs[:, k], fit) for k, n in enumerate(names)}
+        print(modality, {n: round(v, 2) for n, v in r2.items()})
+        for k, name in enumerate(map(str, names)):
+            if shown[k] in (modality, "both"):
+                assert r2[name] > 0.2, (modality, name, r2[name])
+            else:        # written only in the other modality: nothing here to recover it from
+                assert r2[name] < 0.1, (modality, name, r2[name])
 
 
 def test_cold_items_reach_test(tiny):

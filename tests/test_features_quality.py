@@ -71,8 +71,10 @@ def test_real_content_features_score_far_above_random(tiny_dir):
     rand_q = quality_report(tiny_dir, "random", cfg)
     for proto in ("zero_shot", "item_cf"):
         assert real_q[f"{proto}/recall@20"] > 2.5 * rand_q[f"{proto}/recall@20"] + 0.05, proto
+    # Half a modality masked: still well above random (a ratio: generator v2's content is item-level, not
+    # cluster-level, so absolute recalls are lower than before).
     for proto in ("mask_vision_50/zero_shot", "mask_text_50/zero_shot", "mask_text_50/item_cf"):
-        assert real_q[f"{proto}/recall@20"] > rand_q[f"{proto}/recall@20"] + 0.15, proto
+        assert real_q[f"{proto}/recall@20"] > 1.8 * rand_q[f"{proto}/recall@20"], proto
     # random features sit near chance (K / n_items)
     assert rand_q["zero_shot/recall@20"] < 3 * 20 / log.n_items
     # blockwise evaluation gives the same numbers as one block

@@ -51,6 +51,12 @@ def read_reviews(path: str | Path, fmt: AmazonFormat,
         for row in incomplete:
             faults.add("missing_user_or_item", row)
         chunk = chunk.filter(complete)
+        # A rating that is missing, not a number (text, a boolean) or NaN would otherwise enter as a rating.
+        rating = chunk.column(fields.rating)
+        numeric = pc.fill_null(pc.invert(pc.is_nan(rating)), False)
+        for row in chunk.filter(pc.invert(numeric)).column(LINE).to_pylist():
+            faults.add("rating_not_a_number", row)
+        chunk = chunk.filter(numeric)
         seconds = pc.divide(chunk.column(fields.time), fields.time_per_second) if fields.time_per_second > 1 \
             else chunk.column(fields.time)
         # Ids are dictionary-encoded per chunk and unified at the end: memory holds each distinct id
@@ -94,6 +100,11 @@ def read_meta(path: str | Path, fmt: AmazonFormat, asins: pa.Array,
     seen: set[str] = set()
 
     def unwanted(line: bytes) -> bool:
+        # Only a line shaped like a whole record is skipped unparsed: a cut or garbled one is parsed, so it
+        # is counted as malformed whichever item it names, as a bad review line is.
+        body = line.strip()
+        if not (body.startswith(b"{") and body.endswith(b"}")):
+            return False
         match = key_re.search(line)
         return match is not None and match.group(1).decode("utf-8", "replace") not in wanted
 

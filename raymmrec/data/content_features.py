@@ -17,7 +17,7 @@ COLOUR_LEVELS = 4    # colour histogram: COLOUR_LEVELS ** 3 bins
 GRAD_SIZE = 32       # gradient-orientation histogram computed at this resolution
 GRAD_BINS = 8
 IMAGE_DIM = THUMB * THUMB * 3 + COLOUR_LEVELS ** 3 + GRAD_BINS
-TEXT_DIM = 256
+TEXT_DIM = 512          # hashed buckets: fewer collisions between words that mean different things
 
 
 def decode_image(data: bytes) -> Image.Image | None:

@@ -121,6 +121,9 @@ def _chunk_slow(start: int, lines: list[bytes], schema: pa.Schema, faults: RowFa
             columns[name].append(record.get(name))
     arrays = {}
     for f in schema:
+        if pa.types.is_floating(f.type) or pa.types.is_integer(f.type):
+            # Python would read True as 1: a boolean is not a number here (the row is then counted by the reader).
+            columns[f.name] = [None if isinstance(v, bool) else v for v in columns[f.name]]
         try:
             arrays[f.name] = pa.array(columns[f.name], f.type, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):

@@ -1,6 +1,7 @@
 """MMRec dataset folders: import as-is (split kept) and export (`<name>.inter`, feature .npy files, id maps)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,15 @@ from raymmrec.errors import DataError
 
 INTER_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
-FEATURE_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}
+FEATURE_SUFFIX = "_feat.npy"     # every <modality>_feat.npy is a modality (MMRec reads image and text only)
 ITEM_MAP, USER_MAP = "i_id_mapping.csv", "u_id_mapping.csv"
 IMPORTED_FEATURES = "mmrec"
+
+
+def feature_files(folder: Path) -> dict[str, Path]:
+    """Modality → file for every `<modality>_feat.npy` in an MMRec folder (TikTok's audio_feat.npy too), by name."""
+    found = {p.name[:-len(FEATURE_SUFFIX)]: p for p in sorted(folder.glob(f"*{FEATURE_SUFFIX}")) if p.is_file()}
+    return {m: p for m, p in found.items() if m}
 
 
 def find_inter_file(folder: Path, name: str = "") -> Path:
@@ -114,10 +121,7 @@ def import_mmrec(folder: str | Path, out_dir: str | Path, name: str = "") -> tup
     n_users = int(pc.max(inter.column("user")).as_py()) + 1
     n_items = int(pc.max(inter.column("item")).as_py()) + 1
     features = {}
-    for modality, file in FEATURE_FILES.items():
-        path = folder / file
-        if not path.is_file():
-            continue
+    for modality, path in feature_files(folder).items():
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as exc:
@@ -142,7 +146,7 @@ def import_mmrec(folder: str | Path, out_dir: str | Path, name: str = "") -> tup
 
 def export_mmrec(dataset: str | Path | DatasetDir, out_dir: str | Path, name: str,
                  feature_set: str = "raw") -> Path:
-    """Write MMRec's folder format for `dataset`: `<name>.inter`, image_feat.npy / text_feat.npy, id maps."""
+    """Write MMRec's folder format for `dataset`: `<name>.inter`, `<modality>_feat.npy` per modality, id maps."""
     ds = dataset if isinstance(dataset, DatasetDir) else DatasetDir.at(dataset)
     if feature_set not in ds.feature_sets():
         raise DataError(f"dataset dir '{ds.root}' has no feature set '{feature_set}' "
@@ -154,16 +158,23 @@ def export_mmrec(dataset: str | Path | DatasetDir, out_dir: str | Path, name: st
         "userID": inter.column("user"), "itemID": inter.column("item"), "rating": inter.column("rating"),
         "timestamp": inter.column("timestamp"), "x_label": inter.column("split"),
     }), out / f"{name}.inter")
-    features = ds.features(feature_set)
-    for modality, file in FEATURE_FILES.items():
-        if (features / f"{modality}.npy").is_file():
-            np.save(out / file, np.load(features / f"{modality}.npy").astype(np.float32))
+    for modality, path in _set_modalities(ds.features(feature_set)).items():
+        np.save(out / f"{modality}{FEATURE_SUFFIX}", np.load(path).astype(np.float32))
     items = read_table(ds.items, ITEMS_SCHEMA, columns=["item", "asin"])
     _write_tsv(pa.table({"asin": items.column("asin"), "itemID": items.column("item")}), out / ITEM_MAP)
     if ds.users.is_file():
         users = read_table(ds.users, USERS_SCHEMA, columns=["user", "user_id"])
         _write_tsv(pa.table({"user_id": users.column("user_id"), "userID": users.column("user")}), out / USER_MAP)
     return out
+
+
+def _set_modalities(folder: Path) -> dict[str, Path]:
+    """Modality → file of a feature set: those its manifest lists (side arrays are not modalities), else every .npy."""
+    manifest = folder / "manifest.json"
+    listed = json.loads(manifest.read_text()).get("modalities") if manifest.is_file() else None
+    if isinstance(listed, list) and listed:
+        return {str(m): folder / f"{m}.npy" for m in listed if (folder / f"{m}.npy").is_file()}
+    return {p.stem: p for p in sorted(folder.glob("*.npy"))}
 
 
 def _write_tsv(table: pa.Table, path: Path) -> None:

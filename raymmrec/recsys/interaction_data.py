@@ -11,8 +11,9 @@ import scipy.sparse as sp
 import torch
 
 from raymmrec.data import schema
+from raymmrec.data.mmrec import feature_files
 from raymmrec.errors import DataError
-from raymmrec.feature_sets import feature_set_folder, load_feature_set, load_npy
+from raymmrec.feature_sets import feature_set_folder, load_feature_set, load_npy, modality_order
 from raymmrec.recsys.graphs import AdjacencyNorm, cosine_topk, knn_from_topk, normalized_adjacency, to_torch_csr
 from raymmrec.recsys.knn_cache import load_topk, save_topk, topk_cache_file
 
@@ -129,7 +130,7 @@ class InteractionData:
 
     @classmethod
     def from_mmrec_folder(cls, path: str | Path) -> "InteractionData":
-        """Load an MMRec dataset folder as-is: `<name>.inter` (TSV, x_label split) + image_feat.npy / text_feat.npy."""
+        """Load an MMRec dataset folder as-is: `<name>.inter` (TSV, x_label split) + every `<modality>_feat.npy`."""
         import pyarrow.csv as pacsv
 
         root = Path(path)
@@ -141,11 +142,9 @@ class InteractionData:
                                    convert_options=pacsv.ConvertOptions(include_columns=["userID", "itemID", "x_label"]))
         except Exception as exc:  # pyarrow raises several types for malformed text
             raise DataError(f"'{inters[0]}': cannot read as TSV with columns userID, itemID, x_label ({exc})") from None
-        feats, files = {}, {}
-        for modality, file in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
-            if (root / file).is_file():
-                feats[modality] = load_npy(root / file)
-                files[modality] = str(root / file)
+        found = feature_files(root)         # every <modality>_feat.npy, e.g. TikTok's audio
+        files = {m: str(found[m]) for m in modality_order(list(found))}
+        feats = {m: load_npy(Path(f)) for m, f in files.items()}
         users, items = table["userID"].to_numpy(), table["itemID"].to_numpy()
         # MMRec counts ids over all three splits.
         return cls.from_arrays(users, items, table["x_label"].to_numpy(), features=feats, name=inters[0].stem,
