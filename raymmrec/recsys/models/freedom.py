@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from raymmrec.recsys.edge_pruning import degree_edge_weights, kept_edge_index, pruned_adjacency, training_edges
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
@@ -71,31 +71,18 @@ class FREEDOM(Recommender):
         self.register_buffer("mm_adj", to_torch_csr(mm), persistent=False)
         self.register_buffer("mm_adj_t", to_torch_csr(mm.T), persistent=False)
         self.register_buffer("norm_adj", data.adjacency("sym"), persistent=False)
-        train = data.train.tocoo()
-        edges = np.stack([train.row, train.col]).astype(np.int64)
-        self.register_buffer("edges", torch.from_numpy(edges), persistent=False)
-        self.register_buffer("edge_weights", self._degree_weights(self.edges), persistent=False)
+        self.register_buffer("edges", training_edges(data), persistent=False)
+        self.register_buffer("edge_weights", degree_edge_weights(self.edges, self.n_users, self.n_items),
+                             persistent=False)
         self.masked_adj: torch.Tensor | None = None
-
-    def _degree_weights(self, edges: torch.Tensor) -> torch.Tensor:
-        """1/sqrt(d_u d_i) per edge, degrees counted over `edges` (+1e-7)."""
-        du = torch.bincount(edges[0], minlength=self.n_users).to(torch.float32) + 1e-7
-        di = torch.bincount(edges[1], minlength=self.n_items).to(torch.float32) + 1e-7
-        return du.pow(-0.5)[edges[0]] * di.pow(-0.5)[edges[1]]
 
     def pre_epoch(self, epoch: int) -> None:
         """Degree-sensitive pruning: keep ⌊|E|(1-dropout)⌋ edges drawn ∝ 1/sqrt(d_u d_i), renormalised."""
         if self.config.dropout <= 0:
             self.masked_adj = self.norm_adj
             return
-        keep = int(self.edges.shape[1] * (1.0 - self.config.dropout))
-        kept = self.edges[:, torch.multinomial(self.edge_weights, keep, replacement=False)]
-        values = self._degree_weights(kept)
-        users, items = kept[0], kept[1] + self.n_users
-        n = self.n_users + self.n_items
-        coo = torch.sparse_coo_tensor(torch.stack([torch.cat([users, items]), torch.cat([items, users])]),
-                                      torch.cat([values, values]), (n, n), check_invariants=False)
-        self.masked_adj = coo.coalesce().to_sparse_csr()
+        kept = self.edges[:, kept_edge_index(self.edge_weights, 1.0 - self.config.dropout)]
+        self.masked_adj = pruned_adjacency(kept, self.n_users, self.n_items)
 
     def _propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.item_id_embedding.weight
