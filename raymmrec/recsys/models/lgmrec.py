@@ -16,6 +16,7 @@ from torch import nn
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
+from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores, emb_loss
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
@@ -83,8 +84,8 @@ class LGMRec(Recommender):
         self.item_id_embedding = nn.Embedding(self.n_items, d)
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_id_embedding.weight)
-        # image first (then by name): MMRec's contrast anchors image against text, and draws image's noise first
-        self.modalities = sorted(data.features, key=lambda m: (m != "image", m))
+        # MMRec's order (image first): its contrast anchors image against text, and draws image's noise first
+        self.modalities = mmrec_modality_order(data.features)
         self.projections = nn.ParameterDict()
         self.hyperedges = nn.ParameterDict()
         for m in self.modalities:

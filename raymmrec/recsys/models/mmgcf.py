@@ -13,6 +13,7 @@ from raymmrec.errors import ConfigError
 from raymmrec.recsys.edge_pruning import degree_edge_weights, kept_edge_index, pruned_adjacency, training_edges
 from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
+from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import register_model
@@ -54,7 +55,7 @@ class MMGCF(Recommender):
         self.item_id_embedding = nn.Embedding(self.n_items, d)
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_id_embedding.weight)
-        self.modalities = list(data.features)
+        self.modalities = mmrec_modality_order(data.features)       # MMRec concatenates [image, text]
         for m, feats in data.features.items():
             self.register_buffer(f"features_{m}", torch.as_tensor(feats, dtype=torch.float32), persistent=False)
         self.projections = nn.ModuleDict({m: nn.Linear(x.shape[1], f) for m, x in data.features.items()})
