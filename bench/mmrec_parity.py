@@ -41,7 +41,8 @@ class ParityConfig:
         "layergcn": {"n_layers": 4, "reg_weight": 1e-3, "dropout": 0.1},
         "selfcf": {"n_layers": 2, "dropout": 0.1, "reg_weight": 1e-3}, "itemknncbf": {"knn_k": 10, "shrink": 10.0},
         "mmgcf": {"n_ui_layers": 2, "reg_weight": 1e-3, "dropout": 0.5, "fusion_mode": "mean", "weighting": "equal"},
-        "lgmrec": {"cl_weight": 1e-4, "reg_weight": 1e-6}})
+        "lgmrec": {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1, "hyper_num": 4, "keep_rate": 0.5,
+                   "alpha": 0.3, "cl_weight": 1e-4, "reg_weight": 1e-6}})
     seeds: list[int] = field(default_factory=lambda: [999, 1, 2])
     epochs: int = 60
     batch_size: int = 512
