@@ -37,3 +37,37 @@ def pruned_adjacency(edges: torch.Tensor, n_users: int, n_items: int) -> torch.T
     coo = torch.sparse_coo_tensor(torch.stack([torch.cat([users, items]), torch.cat([items, users])]),
                                   torch.cat([values, values]), (n, n), check_invariants=False)
     return coo.coalesce().to_sparse_csr()
+
+
+class DegreePrunedGraph:
+    """Mixin of a Recommender whose config has `dropout`: `norm_adj`, the training edges, and each epoch a
+    `masked_adj` with that share of the edges pruned (FREEDOM, LayerGCN, MMGCF)."""
+
+    n_users: int
+    n_items: int
+
+    def init_pruned_graph(self, data: InteractionData) -> None:
+        """Register the full graph and the weighted edge list (call from __init__)."""
+        self.register_buffer("norm_adj", data.adjacency("sym"), persistent=False)
+        self.register_buffer("edges", training_edges(data), persistent=False)
+        self.register_buffer("edge_weights", degree_edge_weights(self.edges, self.n_users, self.n_items),
+                             persistent=False)
+        self.masked_adj: torch.Tensor | None = None
+
+    def pre_epoch(self, epoch: int) -> None:
+        """Degree-sensitive pruning: keep ⌊|E|(1-dropout)⌋ edges drawn ∝ 1/sqrt(d_u d_i), renormalised."""
+        self.prune_edges()
+
+    def prune_edges(self, uniform: bool = False) -> None:
+        """Draw this epoch's `masked_adj` (the full graph when dropout is 0)."""
+        if self.config.dropout <= 0:
+            self.masked_adj = self.norm_adj
+            return
+        index = kept_edge_index(self.edge_weights, 1.0 - self.config.dropout, uniform)
+        self.masked_adj = pruned_adjacency(self.edges[:, index], self.n_users, self.n_items)
+
+    def training_adj(self) -> torch.Tensor:
+        """This epoch's pruned graph (drawn now if no epoch has started)."""
+        if self.masked_adj is None:
+            self.prune_edges()
+        return self.masked_adj

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from raymmrec.errors import ConfigError
-from raymmrec.recsys.edge_pruning import degree_edge_weights, kept_edge_index, pruned_adjacency, training_edges
+from raymmrec.recsys.edge_pruning import DegreePrunedGraph
 from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -33,7 +33,7 @@ class LayerGCNConfig(ModelConfig):
 
 
 @register_model("layergcn")
-class LayerGCN(Recommender):
+class LayerGCN(DegreePrunedGraph, Recommender):
     """ID-only: E^{l+1} = cos(ÂE^l, E^0) ⊙ ÂE^l, readout Σ_{l≥1} E^l; summed BPR plus ½‖E^0‖² of the batch."""
 
     Config = LayerGCNConfig
@@ -45,19 +45,11 @@ class LayerGCN(Recommender):
         d = config.embedding_size
         self.user_embedding = xavier_uniform_table(self.n_users, d)
         self.item_embedding = xavier_uniform_table(self.n_items, d)
-        self.register_buffer("norm_adj", data.adjacency("sym"), persistent=False)
-        self.register_buffer("edges", training_edges(data), persistent=False)
-        self.register_buffer("edge_weights", degree_edge_weights(self.edges, self.n_users, self.n_items),
-                             persistent=False)
-        self.masked_adj: torch.Tensor | None = None
+        self.init_pruned_graph(data)
 
     def pre_epoch(self, epoch: int) -> None:
         """Prune `dropout` of the edges: ∝ 1/sqrt(d_u d_i) in odd epochs, uniformly in even ones (as MMRec's toggle)."""
-        if self.config.dropout <= 0:
-            self.masked_adj = self.norm_adj
-            return
-        index = kept_edge_index(self.edge_weights, 1.0 - self.config.dropout, uniform=epoch % 2 == 0)
-        self.masked_adj = pruned_adjacency(self.edges[:, index], self.n_users, self.n_items)
+        self.prune_edges(uniform=epoch % 2 == 0)
 
     def _propagate(self, adj: torch.Tensor) -> torch.Tensor:
         ego = torch.cat([self.user_embedding, self.item_embedding])
@@ -70,9 +62,7 @@ class LayerGCN(Recommender):
         return total
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and self.masked_adj is None:
-            self.pre_epoch(1)
-        out = self._propagate(self.masked_adj if self.training else self.norm_adj)
+        out = self._propagate(self.training_adj() if self.training else self.norm_adj)
         return out[: self.n_users], out[self.n_users:]
 
     def loss(self, batch: Batch) -> torch.Tensor:

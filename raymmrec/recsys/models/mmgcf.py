@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymmrec.errors import ConfigError
-from raymmrec.recsys.edge_pruning import degree_edge_weights, kept_edge_index, pruned_adjacency, training_edges
+from raymmrec.recsys.edge_pruning import DegreePrunedGraph
 from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
@@ -39,7 +39,7 @@ class MMGCFConfig(ModelConfig):
 
 
 @register_model("mmgcf")
-class MMGCF(Recommender):
+class MMGCF(DegreePrunedGraph, Recommender):
     """Users: LightGCN. Items: fuse(LightGCN item, W_m f_m for each modality m). Log-sigmoid BPR + ID L2."""
 
     Config = MMGCFConfig
@@ -67,19 +67,7 @@ class MMGCF(Recommender):
             self.all_concat = nn.Linear(d + n_mod * f, d)
             self.mm_concat = nn.Linear(n_mod * f, f) if n_mod > 1 else None
             self.id_mm_concat = nn.Linear(d + f, d)
-        self.register_buffer("norm_adj", data.adjacency("sym"), persistent=False)
-        self.register_buffer("edges", training_edges(data), persistent=False)
-        self.register_buffer("edge_weights", degree_edge_weights(self.edges, self.n_users, self.n_items),
-                             persistent=False)
-        self.masked_adj: torch.Tensor | None = None
-
-    def pre_epoch(self, epoch: int) -> None:
-        """Degree-sensitive pruning: keep ⌊|E|(1-dropout)⌋ edges drawn ∝ 1/sqrt(d_u d_i), renormalised."""
-        if self.config.dropout <= 0:
-            self.masked_adj = self.norm_adj
-            return
-        index = kept_edge_index(self.edge_weights, 1.0 - self.config.dropout)
-        self.masked_adj = pruned_adjacency(self.edges[:, index], self.n_users, self.n_items)
+        self.init_pruned_graph(data)
 
     def _fuse(self, tensors: list[torch.Tensor], concat: nn.Module | None) -> torch.Tensor:
         if self.config.fusion_mode == "mean":
@@ -112,9 +100,7 @@ class MMGCF(Recommender):
         return users, self._fused_items(items)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        if self.masked_adj is None:
-            self.pre_epoch(1)
-        users, items = self._propagate(self.masked_adj)
+        users, items = self._propagate(self.training_adj())
         # fusing only the batch's distinct items equals MMRec's fusion of the whole table (it is row-wise)
         ids, inverse = torch.unique(torch.cat([batch.pos_items, batch.neg_items]), return_inverse=True)
         fused = self._fused_items(items[ids], ids)
