@@ -92,7 +92,17 @@ CASES = {
                 "item_image_trs": "projections.image", "item_text_trs": "projections.text",
                 "v_hyper": "hyperedges.image", "t_hyper": "hyperedges.text"}),
 }
-PRE_EPOCH = ("layergcn", "mmgcf")     # models whose first epoch starts by pruning the training graph
+CASES["freedom"] = ("mmrec", "models.freedom.FREEDOM",     # its edge pruning is LayerGCN's and MMGCF's code
+                    dict(feat_embed_dim=64, knn_k=10, lambda_coeff=0.9, cf_model="lightgcn", n_mm_layers=1,
+                         n_ui_layers=2, reg_weight=1e-3, mm_image_weight=0.1, dropout=0.8, degree_ratio=0.8),
+                    {"reg_weight": 1e-3, "dropout": 0.8},
+                    {"user_embedding.weight": "user_embedding.weight",
+                     "item_id_embedding.weight": "item_id_embedding.weight",
+                     "image_embedding.weight": "feature_tables.image.weight",
+                     "text_embedding.weight": "feature_tables.text.weight",
+                     **_linear("image_trs", "feature_projections.image"),
+                     **_linear("text_trs", "feature_projections.text")})
+PRE_EPOCH = ("layergcn", "mmgcf", "freedom")     # models whose first epoch starts by pruning the training graph
 SCORES_ONLY = ("itemknncbf",)         # nothing trained: only the scores compare
 
 
@@ -248,10 +258,11 @@ def main(argv: list[str]) -> None:
         print("RESULT " + json.dumps(compare_one(argv[1], argv[2], Path(argv[3]))), flush=True)
         return
     cfg = load_config(StepParityConfig, argv)
+    unknown = [m for m in cfg.models if m not in CASES]
+    if unknown:
+        raise ConfigError(f"step parity covers {', '.join(CASES)}; got {', '.join(unknown)}")
     rows = []
     for model in cfg.models:
-        if model not in CASES:
-            raise ConfigError(f"step parity covers {', '.join(CASES)}; got '{model}'")
         src = cfg.alignrec_src if CASES[model][0] == "alignrec" else cfg.mmrec_src
         if not (Path(src) / "models").is_dir():
             raise ConfigError(f"{model}: set {CASES[model][0]}_src to the reference repo's src/ folder (got '{src}')")
