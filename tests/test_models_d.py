@@ -1,6 +1,7 @@
 """LayerGCN, SelfCF, ItemKNNCBF, MMGCF, LGMRec and Mirror Gradient: learning on the planted set, any
 modalities, sparse graphs, the models' own mechanics, and Mirror Gradient's two steps."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from raymmrec.recsys.mirror_gradient import SEARCH_SPACE, MirrorGradient
 from raymmrec.recsys.registry import build_model, get_model
 from raymmrec.recsys.sampling import BPRSampler
 from raymmrec.recsys import trainer as trainer_module
-from raymmrec.recsys.trainer import TrainerConfig, train_model
+from raymmrec.recsys.trainer import TrainerConfig, run_hash, train_model
 from raymmrec.tune.space import model_space
 from recsys_planted import FAST_TRAINER, planted, tiny_data
 
@@ -206,6 +207,13 @@ def test_mirror_gradient_in_the_trainer_steps_twice_every_beta_batches_and_is_se
         train_model("lightgcn", {}, TrainerConfig(epochs=1, mirror_gradient=True, mg_beta=0, **FAST_TRAINER), data)
     space = model_space("lightgcn", {**SEARCH_SPACE, "n_layers": {"grid": [1, 2]}})
     assert space["trainer.mg_alpha2"] == {"grid": [0.1, 0.2, 0.3]}
+    # off, its settings do not change a run's identity (resuming older runs); on, they do
+    model_cfg = get_model("lightgcn").make_config({})
+    off = TrainerConfig()
+    assert run_hash("lightgcn", model_cfg, off, data) == run_hash("lightgcn", model_cfg, replace(off, mg_alpha2=0.3), data)
+    on = replace(off, mirror_gradient=True)
+    assert run_hash("lightgcn", model_cfg, on, data) != run_hash("lightgcn", model_cfg, replace(on, mg_alpha2=0.3), data)
+    assert run_hash("lightgcn", model_cfg, on, data) != run_hash("lightgcn", model_cfg, off, data)
 
 
 def test_search_spaces_and_trainer_defaults_are_valid():

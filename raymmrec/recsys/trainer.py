@@ -113,6 +113,9 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
     # These do not change what an epoch computes; `epochs` may grow to extend a finished run.
     for k in ("device", "num_threads", "checkpoint_every", "epochs", "eval_batch_size"):
         ident["trainer"].pop(k)
+    if not trainer_cfg.mirror_gradient:    # runs without it keep the identity they had before the option existed
+        for k in ("mirror_gradient", "mg_alpha1", "mg_alpha2", "mg_beta"):
+            ident["trainer"].pop(k)
     return config_hash(ident)
 
 
