@@ -199,7 +199,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     ref = getattr(importlib.import_module(module), cls)(cfg, Dataset)
     ours = build_model(registered, our_cfg, data)
     ref_p, our_p = dict(ref.named_parameters()), dict(ours.named_parameters())
-    extra = set(our_p) - set(mapping.values()) - {"modal_weight"} - ({"placeholder"} if registered in SCORES_ONLY else set())
+    extra = set(our_p) - set(mapping.values()) - {"modal_weight"}
+    extra -= {"placeholder"} if registered in SCORES_ONLY else set()
     if extra:
         raise ConfigError(f"{model}: parameters without a reference counterpart: {sorted(extra)}")
     with torch.no_grad():
@@ -234,7 +235,8 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
         lr.backward()
         lo.backward()
         worst, worst_name = max((((grad(ref_p, a) - grad(our_p, b)).abs().max()
-                                  / grad(ref_p, a).abs().max().clamp_min(1e-6)).item(), b) for a, b in mapping.items())
+                                  / grad(ref_p, a).abs().max().clamp_min(1e-6)).item(), b)
+                                for a, b in mapping.items())
         rows.append({"model": model, "check": f"batch {step}: loss", "reference": f"{lr.item():.6f}",
                      "ours": f"{lo.item():.6f}", "max rel diff": f"{abs(lr.item() - lo.item()) / abs(lr.item()):.1e}"})
         rows.append({"model": model, "check": f"batch {step}: gradients", "reference": "", "ours": worst_name,

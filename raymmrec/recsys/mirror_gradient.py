@@ -26,7 +26,7 @@ class MirrorGradient:
 
     @classmethod
     def from_trainer(cls, cfg: Any) -> "MirrorGradient | None":
-        """The trainer config's Mirror Gradient (fields mirror_gradient, mg_alpha1, mg_alpha2, mg_beta), or None when off."""
+        """The trainer config's Mirror Gradient (mirror_gradient, mg_alpha1, mg_alpha2, mg_beta); None when off."""
         if not cfg.mirror_gradient:
             return None
         if cfg.mg_beta < 1:

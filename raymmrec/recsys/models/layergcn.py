@@ -41,7 +41,8 @@ class LayerGCN(DegreePrunedGraph, Recommender):
     def __init__(self, config: LayerGCNConfig, data: InteractionData) -> None:
         super().__init__(config, data)
         if config.n_layers < 1:
-            raise ConfigError(f"layergcn.n_layers must be at least 1 (its readout sums layers 1..L), got {config.n_layers}")
+            raise ConfigError(f"layergcn.n_layers must be at least 1 (its readout sums layers 1..L), "
+                              f"got {config.n_layers}")
         d = config.embedding_size
         self.user_embedding = xavier_uniform_table(self.n_users, d)
         self.item_embedding = xavier_uniform_table(self.n_items, d)

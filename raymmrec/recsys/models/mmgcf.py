@@ -83,7 +83,8 @@ class MMGCF(DegreePrunedGraph, Recommender):
         weighting = self.config.weighting
         if weighting == "alpha":
             alpha = torch.sigmoid(self.mm_alpha)
-            return self._fuse([item_emb * alpha] + [x * (1.0 - alpha) for x in feats], getattr(self, "all_concat", None))
+            parts = [item_emb * alpha] + [x * (1.0 - alpha) for x in feats]
+            return self._fuse(parts, getattr(self, "all_concat", None))
         if weighting == "normalized":
             parts = [F.normalize(item_emb) * len(feats)] + [F.normalize(x) for x in feats]
             return self._fuse(parts, getattr(self, "all_concat", None))
