@@ -1,6 +1,7 @@
 """Accuracy parity with MMRec: the same MMRec folder, hyper-parameters and seeds through both implementations.
 
     python bench/mmrec_parity.py mmrec_src=/path/to/MMRec/src [models='[lightgcn, freedom]'] [seeds='[999, 1, 2]']
+    python bench/mmrec_parity.py mmrec_src=... models='[lightgcn]' mirror_gradient=true   # both with Mirror Gradient
 
 MMRec runs unmodified through bench/mmrec_runner.py. Both sides run single-threaded (fair, and robust
 on shared cores). The table gives each side's mean test Recall@20 / NDCG@20 at its best validation
@@ -40,7 +41,12 @@ class ParityConfig:
         # every list-valued key of the model's yaml is pinned: MMRec leaves one outside `hyper_parameters` a list
         "smore": {"n_ui_layers": 3, "reg_weight": 1e-4, "image_knn_k": 10, "text_knn_k": 10, "dropout_rate": 0.0},
         "pgl": {"dropout": 0.2, "reg_weight": 0.0, "mode": "local"}, "mvgae": {"beta": 0.1},
-        "damrs": {"neighbor_weight": 1e-3, "kl_weight": 1.0, "n_mm_layers": 1, "n_ui_layers": 2}})
+        "damrs": {"neighbor_weight": 1e-3, "kl_weight": 1.0, "n_mm_layers": 1, "n_ui_layers": 2},
+        "layergcn": {"n_layers": 4, "reg_weight": 1e-3, "dropout": 0.1},
+        "selfcf": {"n_layers": 2, "dropout": 0.1, "reg_weight": 1e-3}, "itemknncbf": {"knn_k": 10, "shrink": 10.0},
+        "mmgcf": {"n_ui_layers": 2, "reg_weight": 1e-3, "dropout": 0.5, "fusion_mode": "mean", "weighting": "equal"},
+        "lgmrec": {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1, "hyper_num": 4, "keep_rate": 0.5,
+                   "alpha": 0.3, "cl_weight": 1e-4, "reg_weight": 1e-6}})
     # MMRec-only settings (no field on our side), passed to MMRec as plain values
     mmrec_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"dragon": {"aggr_mode": "add"}})
     seeds: list[int] = field(default_factory=lambda: [999, 1, 2])
@@ -48,6 +54,8 @@ class ParityConfig:
     batch_size: int = 512
     lr: float = 1e-3
     patience: int = 20
+    mirror_gradient: bool = False            # both sides with Mirror Gradient (MMRec's --mg) at `mg`
+    mg: dict[str, float] = field(default_factory=lambda: {"alpha1": 1.0, "alpha2": 0.1, "beta": 3})
 
 
 def _mmrec_folder(cfg: ParityConfig) -> Path:
@@ -85,12 +93,18 @@ def write_reference_inputs(cfg: ParityConfig, model: str, folder: Path) -> dict[
 
 def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
     """Train `model` with MMRec over all seeds; its test metrics per seed."""
-    params = cfg.params.get(model, {})
-    # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to ours (seed is added by MMRec)
+    given = cfg.params.get(model, {})
+    # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to our numbers (seed is added by
+    # MMRec); words (MMGCF's fusion_mode) and Mirror Gradient's settings go in as plain values
+    params = {k: v for k, v in given.items() if isinstance(v, (int, float))}
+    fixed = {k: v for k, v in given.items() if k not in params}
+    if cfg.mirror_gradient:
+        fixed.update(cfg.mg)
     config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
               "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()},
-              **cfg.mmrec_params.get(model, {}), **write_reference_inputs(cfg, model, folder)}
-    previous = Path(cfg.work) / f"mmrec-{model}-{folder.name}.out"      # run_mmrec's transcript
+              **fixed, **cfg.mmrec_params.get(model, {}), **write_reference_inputs(cfg, model, folder)}
+    mg = "-mg" if cfg.mirror_gradient else ""
+    previous = Path(cfg.work) / f"mmrec-{model}{mg}-{folder.name}.out"      # run_mmrec's transcript
     if previous.is_file():
         runs = summary_runs(previous.read_text())
         # reused only when it ran exactly these seeds with these hyper-parameters (MMRec's summary does not
@@ -100,7 +114,8 @@ def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, di
         if same and sorted(int(p["seed"]) for p, _ in runs) == sorted(cfg.seeds):
             print(f"MMRec {model}: reusing the finished run in {previous} (delete it to rerun)", flush=True)
             return test_metrics_per_seed(previous.read_text())
-    results = test_metrics_per_seed(run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work)).output)
+    results = test_metrics_per_seed(run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work),
+                                              mirror_gradient=cfg.mirror_gradient).output)
     if len(results) != len(cfg.seeds):
         raise RuntimeError(f"MMRec {model}: found results for seeds {sorted(results)}, expected {cfg.seeds}")
     return results
@@ -115,7 +130,8 @@ def run_ours(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str,
     out = {}
     for seed in cfg.seeds:
         trainer = TrainerConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
-                                seed=seed, num_threads=1)
+                                seed=seed, num_threads=1, mirror_gradient=cfg.mirror_gradient,
+                                mg_alpha1=cfg.mg["alpha1"], mg_alpha2=cfg.mg["alpha2"], mg_beta=int(cfg.mg["beta"]))
         out[seed] = train_model(model, cfg.params.get(model, {}), trainer, data).test_at_best
     return out
 

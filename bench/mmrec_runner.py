@@ -20,6 +20,8 @@ from typing import Any
 MMREC_NAMES = {"bpr": "BPR", "lightgcn": "LightGCN", "vbpr": "VBPR", "freedom": "FREEDOM"}
 MMREC_NAMES.update({"lattice": "LATTICE", "bm3": "BM3", "mgcn": "MGCN", "grcn": "GRCN", "mmgcn": "MMGCN"})
 MMREC_NAMES.update({"dragon": "DRAGON", "smore": "SMORE", "pgl": "PGL", "damrs": "DAMRS", "mvgae": "MVGAE"})
+MMREC_NAMES.update({"layergcn": "LayerGCN", "selfcf": "SELFCFED_LGN", "itemknncbf": "ItemKNNCBF", "mmgcf": "MMGCF",
+                    "lgmrec": "LGMRec"})
 _RUNNER = '''
 import json, os, resource, sys
 sys.path.insert(0, os.getcwd())
@@ -50,8 +52,11 @@ if "torch_scatter" not in sys.modules:          # MGCN's sparse Laplacian import
     scatter.scatter_add = lambda src, index, dim=-1, out=None, dim_size=None: torch.zeros(
         int(index.max()) + 1 if dim_size is None else dim_size, dtype=src.dtype).index_add(0, index, src)
     sys.modules["torch_scatter"] = scatter
+import importlib
+for name in ("common", "common.abstract_recommender", "common.loss", "common.init"):
+    sys.modules["models." + name] = importlib.import_module(name)   # layergcn.py imports them as models.common.*
 from utils.quick_start import quick_start
-quick_start(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), save_model=False)
+quick_start(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), save_model=False, mg=sys.argv[4] == "mg")
 print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 '''
 
@@ -66,8 +71,9 @@ class MMRecRun:
 
 
 def run_mmrec(mmrec_src: str | Path, model: str, folder: Path, config: dict[str, Any], work: Path,
-              threads: int = 1) -> MMRecRun:
-    """Train `model` with MMRec on the MMRec folder `folder` (named like its .inter file)."""
+              threads: int = 1, mirror_gradient: bool = False) -> MMRecRun:
+    """Train `model` with MMRec on the MMRec folder `folder` (named like its .inter file); `mirror_gradient`
+    is MMRec's --mg (its configs/mg.yaml grid, narrowed by `config`)."""
     src = Path(mmrec_src)
     if not (src / "utils" / "quick_start.py").is_file():
         raise FileNotFoundError(f"'{src}' is not MMRec's src folder (no utils/quick_start.py)")
@@ -81,10 +87,11 @@ def run_mmrec(mmrec_src: str | Path, model: str, folder: Path, config: dict[str,
     full = {"gpu_id": 0, "use_gpu": False, "data_path": str(folder.parent) + "/", **config}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     before = set((src / "log").glob("*.log")) if (src / "log").is_dir() else set()
-    proc = subprocess.run([sys.executable, str(runner), MMREC_NAMES[model], name, json.dumps(full)],
+    proc = subprocess.run([sys.executable, str(runner), MMREC_NAMES[model], name, json.dumps(full),
+                           "mg" if mirror_gradient else "plain"],
                           cwd=src, env=env, capture_output=True, text=True)
     output = proc.stdout + proc.stderr
-    (work / f"mmrec-{model}-{name}.out").write_text(output)
+    (work / f"mmrec-{model}{'-mg' if mirror_gradient else ''}-{name}.out").write_text(output)
     if proc.returncode != 0:
         raise RuntimeError(f"MMRec {model} failed (exit {proc.returncode}): {output.strip().splitlines()[-3:]}")
     logs = sorted(set((src / "log").glob(f"{MMREC_NAMES[model]}-{name}-*.log")) - before)

@@ -1,4 +1,4 @@
-"""One training step of our LATTICE / BM3 / MGCN / AlignRec against the reference code, same weights and batch.
+"""One training step of our models against the reference code (MMRec's, AlignRec's), same weights and batch.
 
     python bench/step_parity.py mmrec_src=/path/MMRec/src alignrec_src=/path/AlignRec_CIKM24/src
 
@@ -8,7 +8,11 @@ first batch of an epoch, which rebuilds the learned graph with gradient, and a s
 graph), then full-ranking scores in eval mode. BM3 runs with dropout 0 (its target views are random).
 Shims, for today's scipy and a CPU: `dok_matrix._update`, `Tensor.cuda` as identity, `torch_scatter.scatter_add`,
 a `sparsesvd` stand-in (PGL imports it for the `global` mode it does not run here).
-Each model runs in its own process (MMRec and the AlignRec repo share module names).
+Each model runs in its own process (MMRec and the AlignRec repo share module names). Models that draw random
+numbers (LayerGCN's and MMGCF's edge pruning, SelfCF's edge and embedding dropout, LGMRec's Gumbel noise and
+dropout) are compared with numpy and torch seeded alike before each side's call; ours draw in MMRec's order.
+A gradient that is zero in exact arithmetic (a fusion bias adds the same vector to the positive and the negative
+item, so it cancels in BPR) shows float32 noise, and a large relative figure, on both sides.
 """
 from __future__ import annotations
 
@@ -63,8 +67,48 @@ CASES = {
                  {"cca_weight": 0.05, "sim_weight": 0.3, "reg_weight": 1e-3},
                  {**ID_TABLES, "mm_embedding.weight": "feature_table", **_linear("mm_trs", "encoder"),
                   **_linear("gate_v.0", "gate.0")}),
+    # issue 16: MMRec's later backbones (LayerGCN / MMGCF prune edges in pre_epoch; SelfCF, LGMRec draw noise
+    # in the loss: both sides are seeded alike before every call, and our models draw in MMRec's order)
+    "layergcn": ("mmrec", "models.layergcn.LayerGCN", dict(n_layers=4, reg_weight=1e-3, dropout=0.1),
+                 {"n_layers": 4, "reg_weight": 1e-3, "dropout": 0.1},
+                 {"user_embeddings": "user_embedding", "item_embeddings": "item_embedding"}),
+    "selfcf": ("mmrec", "models.selfcfed_lgn.SELFCFED_LGN", dict(n_layers=2, dropout=0.1, reg_weight=1e-3),
+               {"n_layers": 2, "dropout": 0.1, "reg_weight": 1e-3},
+               {"online_encoder.embedding_dict.user_emb": "user_embedding",
+                "online_encoder.embedding_dict.item_emb": "item_embedding", **_linear("predictor", "predictor")}),
+    "itemknncbf": ("mmrec", "models.itemknncbf.ItemKNNCBF", dict(knn_k=10, shrink=10), {"knn_k": 10, "shrink": 10.0},
+                   {}),
+    **{f"mmgcf:{fusion}-{weighting}": (
+        "mmrec", "models.mmgcf.MMGCF",
+        dict(feat_embed_dim=64, n_ui_layers=2, reg_weight=1e-3, fusion_mode=fusion, weighting=weighting, dropout=0.5),
+        {"n_ui_layers": 2, "reg_weight": 1e-3, "fusion_mode": fusion, "weighting": weighting, "dropout": 0.5},
+        {"user_embedding.weight": "user_embedding.weight", "item_id_embedding.weight": "item_id_embedding.weight",
+         **_linear("image_trs", "projections.image"), **_linear("text_trs", "projections.text"),
+         **({"mm_alpha": "mm_alpha"} if weighting == "alpha" else {}),
+         **({**_linear("all_concat_layer", "all_concat"), **_linear("mm_concat_layer", "mm_concat"),
+             **_linear("id_mm_concat_layer", "id_mm_concat")} if fusion == "concat" else {})})
+       for fusion, weighting in (("mean", "equal"), ("sum", "normalized"), ("concat", "alpha"))},
+    "lgmrec": ("mmrec", "models.lgmrec.LGMRec",
+               dict(feat_embed_dim=64, cf_model="lightgcn", n_ui_layers=2, n_mm_layers=2, n_hyper_layer=1, hyper_num=4,
+                    keep_rate=0.5, alpha=0.3, cl_weight=1e-2, reg_weight=1e-3),
+               {"cl_weight": 1e-2, "reg_weight": 1e-3},
+               {"user_embedding.weight": "user_embedding.weight", "item_id_embedding.weight": "item_id_embedding.weight",
+                "item_image_trs": "projections.image", "item_text_trs": "projections.text",
+                "v_hyper": "hyperedges.image", "t_hyper": "hyperedges.text"}),
 }
 CASES.update(new_backbones.CASES)
+CASES["freedom"] = ("mmrec", "models.freedom.FREEDOM",     # its edge pruning is LayerGCN's and MMGCF's code
+                    dict(feat_embed_dim=64, knn_k=10, lambda_coeff=0.9, cf_model="lightgcn", n_mm_layers=1,
+                         n_ui_layers=2, reg_weight=1e-3, mm_image_weight=0.1, dropout=0.8, degree_ratio=0.8),
+                    {"reg_weight": 1e-3, "dropout": 0.8},
+                    {"user_embedding.weight": "user_embedding.weight",
+                     "item_id_embedding.weight": "item_id_embedding.weight",
+                     "image_embedding.weight": "feature_tables.image.weight",
+                     "text_embedding.weight": "feature_tables.text.weight",
+                     **_linear("image_trs", "feature_projections.image"),
+                     **_linear("text_trs", "feature_projections.text")})
+PRE_EPOCH = ("layergcn", "mmgcf", "freedom")     # models whose first epoch starts by pruning the training graph
+SCORES_ONLY = ("itemknncbf",)         # nothing trained: only the scores compare
 
 
 @dataclass
@@ -97,6 +141,23 @@ def _install_shims(work: Path) -> None:
             setattr(np, alias, real)
 
 
+def _alias_models_common() -> None:
+    """MMRec's layergcn.py imports `models.common.*`, which its tree keeps at `common.*`."""
+    import importlib
+
+    for name in ("common", "common.abstract_recommender", "common.loss", "common.init"):
+        sys.modules["models." + name] = importlib.import_module(name)
+
+
+def _seed(seed: int = 7) -> None:
+    """Seed numpy and torch alike before each side's random draws."""
+    import numpy as np
+    import torch
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def compare_one(model: str, src: str, work: Path) -> list[dict]:
     """Build both models on the tiny planted set, align weights, compare losses, gradients and scores."""
     import importlib
@@ -113,6 +174,9 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     _install_shims(work)
     sys.path.insert(0, src)
     repo, class_path, ref_cfg, our_cfg, mapping = CASES[model]
+    registered = model.split(":")[0]     # a case may be `model:variant`
+    if repo == "mmrec":
+        _alias_models_common()
     p = planted_interactions("tiny", dims={"text": 16, "image": 24}, seed=0)
     feats = {"image": p.features["image"]} if model == "alignrec" else p.features   # ALIGNREC reads image_feat only
     data = InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, feats)
@@ -143,9 +207,10 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     module, cls = class_path.rsplit(".", 1)
     torch.manual_seed(0)
     ref = getattr(importlib.import_module(module), cls)(cfg, Dataset)
-    ours = build_model(model, our_cfg, data)
+    ours = build_model(registered, our_cfg, data)
     ref_p, our_p = dict(ref.named_parameters()), dict(ours.named_parameters())
     extra = set(our_p) - set(mapping.values()) - {"modal_weight"}
+    extra -= {"placeholder"} if registered in SCORES_ONLY else set()
     if extra:
         raise ConfigError(f"{model}: parameters without a reference counterpart: {sorted(extra)}")
     with torch.no_grad():
@@ -167,26 +232,37 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
         return torch.zeros_like(params[name]) if g is None else g
 
     rows = []
-    for step in (1, 2) if model == "lattice" else (1,):
+    if registered in PRE_EPOCH:
+        _seed()
+        ref.pre_epoch_processing()
+        _seed()
+        ours.pre_epoch(1)
+    for step in () if registered in SCORES_ONLY else (1, 2) if model == "lattice" else (1,):
         ref.zero_grad(set_to_none=True)
         ours.zero_grad(set_to_none=True)
         # clones: some MMRec models (DRAGON, DualGNN) shift the item ids of the batch in place
         shift = data.n_users if model in new_backbones.ITEM_NODE_IDS else 0
+        _seed()
         lr = ref.calculate_loss([batch.users.clone(), batch.pos_items + shift, batch.neg_items + shift])
+        _seed()
         lo = ours.loss(ours_batch)
         lr.backward()
         lo.backward()
-        worst = max(((grad(ref_p, a) - grad(our_p, b)).abs().max() / grad(ref_p, a).abs().max().clamp_min(1e-6)).item()
-                    for a, b in mapping.items())
+        worst, worst_name = max((((grad(ref_p, a) - grad(our_p, b)).abs().max()
+                                  / grad(ref_p, a).abs().max().clamp_min(1e-6)).item(), b)
+                                for a, b in mapping.items())
         rows.append({"model": model, "check": f"batch {step}: loss", "reference": f"{lr.item():.6f}",
                      "ours": f"{lo.item():.6f}", "max rel diff": f"{abs(lr.item() - lo.item()) / abs(lr.item()):.1e}"})
-        rows.append({"model": model, "check": f"batch {step}: gradients", "reference": "", "ours": "",
+        rows.append({"model": model, "check": f"batch {step}: gradients", "reference": "", "ours": worst_name,
                      "max rel diff": f"{worst:.1e}"})
     ref.eval()
     ours.eval()
     with torch.no_grad():
         users = torch.arange(min(100, data.n_users))
-        want, got = ref.full_sort_predict([users]), ours.full_scores(users)
+        _seed()
+        want = ref.full_sort_predict([users])
+        _seed()
+        got = ours.full_scores(users)
     rows.append({"model": model, "check": "eval: full-ranking scores", "reference": "", "ours": "",
                  "max rel diff": f"{((want - got).abs().max() / want.abs().max()).item():.1e}"})
     return rows
@@ -198,10 +274,11 @@ def main(argv: list[str]) -> None:
         print("RESULT " + json.dumps(compare_one(argv[1], argv[2], Path(argv[3]))), flush=True)
         return
     cfg = load_config(StepParityConfig, argv)
+    unknown = [m for m in cfg.models if m not in CASES]
+    if unknown:
+        raise ConfigError(f"step parity covers {', '.join(CASES)}; got {', '.join(unknown)}")
     rows = []
     for model in cfg.models:
-        if model not in CASES:
-            raise ConfigError(f"step parity covers {', '.join(CASES)}; got '{model}'")
         src = cfg.alignrec_src if CASES[model][0] == "alignrec" else cfg.mmrec_src
         if not (Path(src) / "models").is_dir():
             raise ConfigError(f"{model}: set {CASES[model][0]}_src to the reference repo's src/ folder (got '{src}')")

@@ -51,8 +51,15 @@ MMREC_FIRST_GRID.update({"dragon": {"reg_weight": 0.1}, "pgl": {"dropout": 0.2, 
                                    "dropout_rate": 0.0},
                          "damrs": {"n_ui_layers": 2, "neighbor_weight": 1e-3, "kl_weight": 1.0, "n_mm_layers": 1},
                          "mvgae": {"beta": 0.01}})
-# MMRec builds dense n_items² item–item matrices for these: 15.9 GB each at Electronics' 63k items.
-DENSE_IN_MMREC = {"freedom", "lattice", "mgcn", "alignrec"}
+MMREC_FIRST_GRID.update({  # MMRec's yaml lists every value as a grid: each key it lists must be given
+    "layergcn": {"n_layers": 4, "reg_weight": 1e-2, "dropout": 0.0},
+    "selfcf": {"n_layers": 1, "dropout": 0.1, "reg_weight": 0.1}, "itemknncbf": {"knn_k": 10, "shrink": 10},
+    "mmgcf": {"n_ui_layers": 1, "reg_weight": 0.1, "fusion_mode": "mean", "weighting": "equal", "dropout": 0.2},
+    "lgmrec": {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1, "hyper_num": 4, "keep_rate": 0.5, "alpha": 0.3,
+               "cl_weight": 1e-4, "reg_weight": 1e-6}})
+# MMRec builds dense n_items² item–item matrices for these: 15.9 GB each at Electronics' 63k items
+# (ItemKNNCBF's similarity, and its dense n_users × n_items score matrix: 48 GB more).
+DENSE_IN_MMREC = {"freedom", "lattice", "mgcn", "alignrec", "itemknncbf"}
 
 
 @dataclass

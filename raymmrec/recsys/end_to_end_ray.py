@@ -54,6 +54,9 @@ def train_end_to_end_ray(model_name: str, model_cfg: Any, trainer_cfg: TrainerCo
 
     if cfg.num_workers < 1:
         raise ConfigError(f"end_to_end.num_workers must be at least 1 for a Ray Train run, got {cfg.num_workers}")
+    if trainer_cfg.mirror_gradient:
+        raise ConfigError("trainer.mirror_gradient is supported by the in-process trainer only, not a Ray Train "
+                          "end-to-end run (end_to_end.num_workers >= 1)")
     spec = get_model(model_name)
     # the same trainer settings as train_model: the model's own defaults where the run keeps the global ones
     trainer_cfg = with_model_defaults(spec.model_cls, trainer_cfg)

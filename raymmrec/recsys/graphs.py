@@ -140,10 +140,11 @@ def sparse_mm(adj: torch.Tensor, x: torch.Tensor, adj_t: torch.Tensor | None = N
     return _SparseMM.apply(adj, adj if adj_t is None else adj_t, x)
 
 
-def lightgcn_propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """LightGCN readout: mean of E⁰..Eᴸ with Eˡ⁺¹ = Â Eˡ, for a symmetric sparse CSR Â."""
+def lightgcn_propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int,
+                       adj_t: torch.Tensor | None = None) -> torch.Tensor:
+    """LightGCN readout: mean of E⁰..Eᴸ with Eˡ⁺¹ = Â Eˡ, for a sparse CSR Â (pass Âᵀ unless Â is symmetric)."""
     total, layer = ego, ego
     for _ in range(n_layers):
-        layer = sparse_mm(adj, layer)
+        layer = sparse_mm(adj, layer, adj_t)
         total = total + layer
     return total / (n_layers + 1)

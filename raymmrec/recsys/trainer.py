@@ -17,6 +17,7 @@ from raymmrec.errors import ConfigError
 from raymmrec.recsys.checkpoint import BEST, load_checkpoint, resumable_state, save_checkpoint
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.metrics import evaluate_splits
+from raymmrec.recsys.mirror_gradient import MirrorGradient
 from raymmrec.recsys.recommender import ModelConfig, Recommender
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.sampling import BPRSampler
@@ -48,6 +49,10 @@ class TrainerConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     num_threads: int = 0                  # torch intra-op threads; 0 keeps the process default
     checkpoint_every: int = 1             # write last.pt every N epochs (0: only at best epochs and the end)
+    mirror_gradient: bool = False         # Mirror Gradient (MMRec's --mg); see recsys/mirror_gradient.py
+    mg_alpha1: float = 1.0
+    mg_alpha2: float = 0.1
+    mg_beta: int = 3
 
 
 @dataclass
@@ -113,6 +118,9 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
     # These do not change what an epoch computes; `epochs` may grow to extend a finished run.
     for k in ("device", "num_threads", "checkpoint_every", "epochs", "eval_batch_size"):
         ident["trainer"].pop(k)
+    if not trainer_cfg.mirror_gradient:    # runs without it keep the identity they had before the option existed
+        for k in ("mirror_gradient", "mg_alpha1", "mg_alpha2", "mg_beta"):
+            ident["trainer"].pop(k)
     return config_hash(ident)
 
 
@@ -268,6 +276,7 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
     optimizer = adam_optimizer(model.param_groups(trainer_cfg.lr), trainer_cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, epoch_lr_factor(trainer_cfg))
     sampler = BPRSampler(data, trainer_cfg.batch_size, trainer_cfg.seed, model.uses_negatives, device)
+    mirror = MirrorGradient.from_trainer(trainer_cfg)
     progress = TrainingProgress(trainer_cfg)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     h = run_hash(spec.name, cfg, trainer_cfg, data)
@@ -302,7 +311,7 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
         if report is not None and report(dict(record)) is True and progress.stop_by_report() and ckpt_dir:
             checkpoint(False)
 
-    fit_epochs(progress, model, lambda epoch: _train_epoch(model, sampler, optimizer), scheduler, optimizer,
+    fit_epochs(progress, model, lambda epoch: _train_epoch(model, sampler, optimizer, mirror), scheduler, optimizer,
                evaluate, after_epoch, str(ckpt_dir) if ckpt_dir else None)
 
     best_path = ckpt_dir / BEST if ckpt_dir is not None and (ckpt_dir / BEST).is_file() else None
@@ -346,17 +355,22 @@ def adam_optimizer(params: list[dict[str, Any]], cfg: TrainerConfig) -> torch.op
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _train_epoch(model: Recommender, sampler: BPRSampler, optimizer: torch.optim.Optimizer) -> float:
+def _train_epoch(model: Recommender, sampler: BPRSampler, optimizer: torch.optim.Optimizer,
+                 mirror: MirrorGradient | None = None) -> float:
     """One pass over the shuffled training batches; the mean loss, or NaN at the first non-finite loss."""
     total, n_batches = 0.0, 0
-    for batch in sampler.epoch():
+    for index, batch in enumerate(sampler.epoch()):
         optimizer.zero_grad(set_to_none=True)
         loss = model.loss(batch)
         value = loss.item()
         if not math.isfinite(value):
             return float("nan")
-        loss.backward()
-        optimizer.step()
+        if mirror is not None and mirror.applies(index):
+            if not mirror.step(loss, lambda: model.loss(batch), optimizer):
+                return float("nan")
+        else:
+            loss.backward()
+            optimizer.step()
         total += value
         n_batches += 1
     return total / max(n_batches, 1)

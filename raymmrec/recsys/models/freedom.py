@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from raymmrec.recsys.degree_pruning import degree_weights, pruned_adjacency, training_edges
+from raymmrec.recsys.edge_pruning import DegreePrunedGraph
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
@@ -44,7 +44,7 @@ def modality_weights(modalities: list[str], image_weight: float) -> dict[str, fl
 
 
 @register_model("freedom")
-class FREEDOM(Recommender):
+class FREEDOM(DegreePrunedGraph, Recommender):
     """Item–item kNN smoothing of ID embeddings plus LightGCN; modality BPR terms weighted by reg_weight."""
 
     Config = FREEDOMConfig
@@ -70,18 +70,7 @@ class FREEDOM(Recommender):
                  for m, w in weights.items())
         self.register_buffer("mm_adj", to_torch_csr(mm), persistent=False)
         self.register_buffer("mm_adj_t", to_torch_csr(mm.T), persistent=False)
-        self.register_buffer("norm_adj", data.adjacency("sym"), persistent=False)
-        self.register_buffer("edges", training_edges(data.train), persistent=False)
-        self.register_buffer("edge_weights", degree_weights(self.edges, self.n_users, self.n_items), persistent=False)
-        self.masked_adj: torch.Tensor | None = None
-
-    def pre_epoch(self, epoch: int) -> None:
-        """Degree-sensitive pruning: keep ⌊|E|(1-dropout)⌋ edges drawn ∝ 1/sqrt(d_u d_i), renormalised."""
-        if self.config.dropout <= 0:
-            self.masked_adj = self.norm_adj
-            return
-        keep = int(self.edges.shape[1] * (1.0 - self.config.dropout))
-        self.masked_adj = pruned_adjacency(self.edges, self.edge_weights, keep, self.n_users, self.n_items)
+        self.init_pruned_graph(data)
 
     def _propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.item_id_embedding.weight
@@ -94,9 +83,7 @@ class FREEDOM(Recommender):
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return self._propagate(self.norm_adj)
-        if self.masked_adj is None:
-            self.pre_epoch(0)
-        return self._propagate(self.masked_adj)
+        return self._propagate(self.training_adj())
 
     def loss(self, batch: Batch) -> torch.Tensor:
         users, items = self.final_embeddings()

@@ -20,7 +20,7 @@ from torch import nn
 
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.alignment_losses import cosine_info_nce
-from raymmrec.recsys.degree_pruning import degree_weights, pruned_adjacency, training_edges
+from raymmrec.recsys.edge_pruning import degree_edge_weights, kept_edge_index, pruned_adjacency, training_edges
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -80,14 +80,15 @@ class PGL(Recommender):
                  for m, w in weights.items())
         register_csr_pair(self, "mm_adj", mm)
         self.register_buffer("norm_adj", data.adjacency("sym"), persistent=False)
-        self.register_buffer("edges", training_edges(data.train), persistent=False)
-        self.register_buffer("edge_weights", degree_weights(self.edges, self.n_users, self.n_items), persistent=False)
+        self.register_buffer("edges", training_edges(data), persistent=False)
+        self.register_buffer("edge_weights", degree_edge_weights(self.edges, self.n_users, self.n_items),
+                             persistent=False)
         self.sub_graph: torch.Tensor | None = None
 
     def pre_epoch(self, epoch: int) -> None:
         """Draw this epoch's principal subgraph."""
-        keep = int(self.edges.shape[1] * self.config.edge_keep)
-        self.sub_graph = pruned_adjacency(self.edges, self.edge_weights, keep, self.n_users, self.n_items)
+        kept = kept_edge_index(self.edge_weights, self.config.edge_keep)
+        self.sub_graph = pruned_adjacency(self.edges[:, kept], self.n_users, self.n_items)
 
     def _propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = torch.cat([F.normalize(self.projections[m](self.feature_tables[m])) for m in self.modalities], dim=1)
