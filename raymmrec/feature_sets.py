@@ -177,3 +177,14 @@ def load_feature_set(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[st
         if not path.is_file():
             raise DataError(f"feature file '{path}' (modality '{name}') does not exist")
     return {name: load_npy(path) for name, path in files.items()}, {name: str(p) for name, p in files.items()}
+
+
+# MMRec's folder format: every <modality>_feat.npy is a modality (MMRec itself reads image and text only)
+MMREC_FEATURE_SUFFIX = "_feat.npy"
+
+
+def mmrec_feature_files(folder: Path) -> dict[str, Path]:
+    """Modality → file for every `<modality>_feat.npy` in an MMRec folder (TikTok's audio_feat.npy too), by name."""
+    suffix = MMREC_FEATURE_SUFFIX
+    found = {p.name[:-len(suffix)]: p for p in sorted(folder.glob(f"*{suffix}")) if p.is_file()}
+    return {m: p for m, p in found.items() if m}

@@ -31,6 +31,8 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the embedded default input of every job is stage 1's generated dataset",
     ("raymmrec.pretrain.pairs", "raymmrec.data.jsonlines"):
         "pre-training reads raw JSON-lines pair files with the raw-source record parser",
+    ("raymmrec.recsys.reference_scorers", "raymmrec.data.synth_latents"):
+        "the oracle reference scorer ranks by the generator's own choice model over stage 1's truth file",
     ("raymmrec.recommend", "raymmrec.recsys"):
         "stage 5 rebuilds stage 4's trained model from its checkpoint (model code, data, masking)",
 }

@@ -15,18 +15,12 @@ from raymmrec.data.items import write_items
 from raymmrec.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA, DatasetDir, read_table
 from raymmrec.data.write import write_interactions, write_stats
 from raymmrec.errors import DataError
+from raymmrec.feature_sets import MMREC_FEATURE_SUFFIX, mmrec_feature_files
 
 INTER_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
-FEATURE_SUFFIX = "_feat.npy"     # every <modality>_feat.npy is a modality (MMRec reads image and text only)
 ITEM_MAP, USER_MAP = "i_id_mapping.csv", "u_id_mapping.csv"
 IMPORTED_FEATURES = "mmrec"
-
-
-def feature_files(folder: Path) -> dict[str, Path]:
-    """Modality → file for every `<modality>_feat.npy` in an MMRec folder (TikTok's audio_feat.npy too), by name."""
-    found = {p.name[:-len(FEATURE_SUFFIX)]: p for p in sorted(folder.glob(f"*{FEATURE_SUFFIX}")) if p.is_file()}
-    return {m: p for m, p in found.items() if m}
 
 
 def find_inter_file(folder: Path, name: str = "") -> Path:
@@ -121,7 +115,7 @@ def import_mmrec(folder: str | Path, out_dir: str | Path, name: str = "") -> tup
     n_users = int(pc.max(inter.column("user")).as_py()) + 1
     n_items = int(pc.max(inter.column("item")).as_py()) + 1
     features = {}
-    for modality, path in feature_files(folder).items():
+    for modality, path in mmrec_feature_files(folder).items():
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as exc:
@@ -159,7 +153,7 @@ def export_mmrec(dataset: str | Path | DatasetDir, out_dir: str | Path, name: st
         "timestamp": inter.column("timestamp"), "x_label": inter.column("split"),
     }), out / f"{name}.inter")
     for modality, path in _set_modalities(ds.features(feature_set)).items():
-        np.save(out / f"{modality}{FEATURE_SUFFIX}", np.load(path).astype(np.float32))
+        np.save(out / f"{modality}{MMREC_FEATURE_SUFFIX}", np.load(path).astype(np.float32))
     items = read_table(ds.items, ITEMS_SCHEMA, columns=["item", "asin"])
     _write_tsv(pa.table({"asin": items.column("asin"), "itemID": items.column("item")}), out / ITEM_MAP)
     if ds.users.is_file():

@@ -11,9 +11,8 @@ import scipy.sparse as sp
 import torch
 
 from raymmrec.data import schema
-from raymmrec.data.mmrec import feature_files
 from raymmrec.errors import DataError
-from raymmrec.feature_sets import feature_set_folder, load_feature_set, load_npy, modality_order
+from raymmrec.feature_sets import feature_set_folder, load_feature_set, load_npy, mmrec_feature_files, modality_order
 from raymmrec.recsys.graphs import AdjacencyNorm, cosine_topk, knn_from_topk, normalized_adjacency, to_torch_csr
 from raymmrec.recsys.knn_cache import load_topk, save_topk, topk_cache_file
 
@@ -142,7 +141,7 @@ class InteractionData:
                                    convert_options=pacsv.ConvertOptions(include_columns=["userID", "itemID", "x_label"]))
         except Exception as exc:  # pyarrow raises several types for malformed text
             raise DataError(f"'{inters[0]}': cannot read as TSV with columns userID, itemID, x_label ({exc})") from None
-        found = feature_files(root)         # every <modality>_feat.npy, e.g. TikTok's audio
+        found = mmrec_feature_files(root)         # every <modality>_feat.npy, e.g. TikTok's audio
         files = {m: str(found[m]) for m in modality_order(list(found))}
         feats = {m: load_npy(Path(f)) for m, f in files.items()}
         users, items = table["userID"].to_numpy(), table["itemID"].to_numpy()

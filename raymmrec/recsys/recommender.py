@@ -37,6 +37,7 @@ class Recommender(nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     uses_negatives: ClassVar[bool] = True      # False: batches carry no negatives (BM3)
     needs_features: ClassVar[bool] = False      # True: refuses data without item features
+    learns: ClassVar[bool] = True               # False: scores are built once (ItemKNNCBF): one epoch is all
     name: ClassVar[str] = ""                    # set by @register_model
     # MMRec's per-model yaml: trainer settings the model trains with unless the run sets them (e.g. lr_scheduler),
     # and trainer fields its grid searches (e.g. lr), as `trainer.<field>` keys of the tune space

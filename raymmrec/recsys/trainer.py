@@ -132,6 +132,8 @@ def with_model_defaults(model_cls: type[Recommender], cfg: TrainerConfig) -> Tra
                           f"(fields a config leaves unset), not {', '.join(wrong)}")
     unset = {k: copy.deepcopy(model_cls.trainer_defaults.get(k, v)) for k, v in GLOBAL_DEFAULTS.items()
              if getattr(cfg, k) is None}
+    if not model_cls.learns:            # nothing changes between epochs: a second one only re-evaluates (MMRec: 1)
+        unset["epochs"] = 1
     return replace(cfg, **unset) if unset else cfg
 
 

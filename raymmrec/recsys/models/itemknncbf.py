@@ -3,7 +3,6 @@ score(u, j) = Σ_{i ∈ train(u)} s(i, j), s the top-k shrunk cosine of the item
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -54,7 +53,7 @@ class ItemKNNCBF(Recommender):
 
     Config = ItemKNNCBFConfig
     needs_features = True
-    trainer_defaults: ClassVar[dict[str, Any]] = {"epochs": 1}
+    learns = False
 
     def __init__(self, config: ItemKNNCBFConfig, data: InteractionData) -> None:
         super().__init__(config, data)
