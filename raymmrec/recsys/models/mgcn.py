@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from raymmrec.recsys.alignment_losses import cosine_info_nce, half_squared_l2
+from raymmrec.recsys.approximate_knn import KnnMethod
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -35,6 +36,7 @@ class MGCNConfig(ModelConfig):
     reg_weight: float = 1e-4
     cl_loss: float = 1e-2
     knn_block_rows: int = 2048
+    knn_method: KnnMethod = "exact"       # faiss: approximate neighbours (IVF) for large catalogues
 
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
@@ -67,7 +69,8 @@ class MGCN(Recommender):
         self.query_common = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         for m in self.modalities:
             register_csr_pair(self, f"item_adj_{m}",
-                              data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows))
+                              data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows,
+                                             method=config.knn_method))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
         register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
         self._batch_rows = 0
