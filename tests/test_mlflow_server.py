@@ -29,9 +29,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path):
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 (SQLite backend, proxied artifact root) in its own process group."""
+    tmp_path = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     artifacts = tmp_path / "server-artifacts"
     log = open(tmp_path / "mlflow-server.log", "w")
@@ -42,7 +43,7 @@ def mlflow_server(tmp_path):
         stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300      # its first start creates the schema: minutes on a loaded machine
         while True:
             try:
                 with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
@@ -57,7 +58,7 @@ def mlflow_server(tmp_path):
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            server.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
