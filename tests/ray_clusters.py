@@ -75,7 +75,8 @@ def fake_autoscaling_head(worker_types: dict, max_workers: int, head_object_stor
         "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": []}
     config_file = Path(temp) / "autoscaling.json"
     config_file.write_text(json.dumps(config))
-    env = dict(os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+    # a loaded machine starts a raylet slowly: give it longer than the default minute
+    env = dict(os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_raylet_start_wait_time_s="300",
                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from ray.tune import Callback
 
 from raymmrec.recsys.trainer import TrainerConfig
 from raymmrec.tracking import TrackingConfig
@@ -124,7 +125,7 @@ def two_worker_cluster():
     was_local = ray.is_initialized()
     ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, port=free_port(), include_dashboard=False, object_store_memory=200 * MIB,
+        num_cpus=0, include_dashboard=False, object_store_memory=200 * MIB,
         dashboard_agent_listen_port=free_port(), metrics_export_port=free_port()))
     try:
         workers = [cluster.add_node(num_cpus=1, object_store_memory=150 * MIB, dashboard_agent_listen_port=free_port(),
@@ -139,37 +140,33 @@ def two_worker_cluster():
             _restart_local_ray()
 
 
-class NodeKiller:
+class NodeKiller(Callback):
     """A Tune callback that removes the worker node of the first trial to report, once every trial running
-    there has a checkpoint, and records where each trial reported each epoch."""
+    there that has reported holds a checkpoint, and records where each trial reported each epoch."""
 
     def __init__(self, cluster, workers):
         self.cluster, self.workers = cluster, {w.node_id: w for w in workers}
         self.reports: dict[str, list[tuple[int, str]]] = defaultdict(list)
         self.removed: str | None = None
 
-    def make(self):
-        from ray.tune import Callback
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment; the cluster handle stays in this process
+        return {"reports": dict(self.reports), "removed": self.removed}
 
-        killer = self
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.reports[trial.trial_id].append((int(result["epoch"]), result["node_id"]))
 
-        class _Callback(Callback):
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                killer.reports[trial.trial_id].append((int(result["epoch"]), result["node_id"]))
-                if killer.removed is None:
-                    killer.maybe_remove(trials)
-
-        return _Callback()
-
-    def maybe_remove(self, trials) -> None:
+    def on_step_begin(self, iteration, trials, **info):
+        # between controller steps, so every result seen so far has had its checkpoint registered
+        if self.removed is not None or not self.reports:
+            return
         first = next(iter(self.reports.values()))[0][1]
         running_there = [t for t in trials if t.status == "RUNNING" and self.reports.get(t.trial_id)
                          and self.reports[t.trial_id][-1][1] == first]
-        if not running_there or any(self.reports[t.trial_id][-1][0] < 1 for t in running_there):
-            return
-        self.removed = first
-        # off the controller thread: removing a node blocks until its processes are gone
-        threading.Thread(target=self.cluster.remove_node, args=(self.workers[first],), daemon=True).start()
+        if running_there and all(t.checkpoint is not None for t in running_there):
+            self.removed = first
+            # off the controller thread: removing a node blocks until its processes are gone
+            threading.Thread(target=self.cluster.remove_node, args=(self.workers[first],), daemon=True).start()
 
 
 @pytest.mark.timeout(900)
@@ -178,7 +175,7 @@ def test_a_search_survives_losing_a_worker_node(two_worker_cluster, tmp_path):
     killer = NodeKiller(cluster, workers)
     epochs = 5
     cfg = _search(tmp_path, "node_loss", [0.0, 1e-4, 1e-3, 1e-2], epochs, cluster.address)
-    result = tune_backbones(cfg, data=tiny_data(), callbacks=[killer.make()], out=lambda line: None)
+    result = tune_backbones(cfg, data=tiny_data(), callbacks=[killer], out=lambda line: None)
 
     assert killer.removed is not None
     assert result.complete and len(result.trials) == 4
