@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -90,10 +91,13 @@ def fake_autoscaling_head(worker_types: dict, max_workers: int, head_object_stor
         dashboard = f"http://127.0.0.1:{dash}"
         deadline = time.time() + 180
         while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{dashboard}/api/version", timeout=3) as r:
-                    if r.status == 200:
-                        break
+            try:
+                with urllib.request.urlopen(f"{dashboard}/api/version", timeout=3):
+                    break
+            except urllib.error.HTTPError:
+                break            # it answers (with RAY_AUTH_MODE=token, 401 to a caller without the token)
+            except OSError:
+                pass
             if head.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"the fake autoscaling head did not start: "
                                    f"{(Path(temp) / 'head.log').read_text()[-2000:]}")

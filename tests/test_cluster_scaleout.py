@@ -99,10 +99,12 @@ def test_search_scales_out_from_no_workers_and_idle_nodes_go(autoscaling_head, t
 @pytest.mark.timeout(900)
 def test_pipeline_job_submitted_to_the_autoscaling_head(autoscaling_head, tmp_path):
     out = tmp_path / "tune"
-    runtime_env = json.dumps({"excludes": [".venv", "runs", "data", ".git"], "env_vars": {"RAYMMREC_CACHE_DIR": ""}})
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", autoscaling_head["dashboard"], "--working-dir", str(ROOT),
+    # No --working-dir: fake nodes share one disk, and a fake node removed when idle deletes the session's
+    # unpacked working dir under the running driver (test_ray_job_submit.py covers --working-dir itself).
+    runtime_env = json.dumps({"env_vars": {"RAYMMREC_CACHE_DIR": "", "PYTHONPATH": str(ROOT)}})
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", autoscaling_head["dashboard"],
            "--runtime-env-json", runtime_env, "--",
-           "python", "jobs/tune_backbones.py", "models=[bpr]", "trainer.epochs=2", "trainer.patience=1",
+           "python", str(ROOT / "jobs" / "tune_backbones.py"), "models=[bpr]", "trainer.epochs=2", "trainer.patience=1",
            "spaces={bpr: {reg_weight: {grid: [0.001, 0.0001]}}}", "search.scheduler=fifo", f"output={out}",
            "name=submitted", "tracking.enabled=false", "synth_size=tiny", "search.report_every_s=30"]
     for _ in range(15):   # the head's job agent comes up a little after its dashboard answers
