@@ -19,7 +19,7 @@ from raymmrec.recsys.graphs import cosine_topk
 
 KnnMethod = Literal["exact", "faiss"]
 KNN_METHODS: tuple[str, ...] = get_args(KnnMethod)
-TRAIN_POINTS_PER_LIST = 64       # k-means sample per cell: FAISS warns below 39
+TRAIN_POINTS_PER_LIST = 40       # k-means sample per cell: FAISS warns below 39; k-means dominates at small nprobe
 QUERY_BLOCK = 16384              # queries per search call: bounds the (block × k) result buffers
 
 
@@ -29,8 +29,9 @@ def default_nlist(n: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Cells probed per query: 1/16 of them, at least 8 (≥ 0.97 neighbour recall on generated baby)."""
-    return min(nlist, max(8, nlist // 16))
+    """Cells probed per query: 1/64 of them, at least 8 (measured neighbour recall 0.988 / 0.9996 on generated
+    baby's text / image features with 8 of 174 cells, 0.9996 on 63k clustered items with 8 of 1004)."""
+    return min(nlist, max(8, nlist // 64))
 
 
 def _unit_rows(features: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -104,8 +105,13 @@ def faiss_topk(features: np.ndarray | torch.Tensor, k: int, nlist: int = 0, npro
 
 def item_topk(features: np.ndarray | torch.Tensor, k: int, method: KnnMethod = "exact",
               block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(columns, cosine similarities) of every row's k nearest rows by `method`: 'exact' or 'faiss' (IVF)."""
+    """(columns, cosine similarities) of every row's k nearest rows by `method`: 'exact' or 'faiss' (IVF);
+    the exact search runs on the GPU when this process has one (Electronics' 4096-d image graph: seconds)."""
     if method == "exact":
+        if torch.cuda.is_available() and not isinstance(features, torch.Tensor):
+            with warnings.catch_warnings():   # object-store arrays are read-only; the search only reads
+                warnings.filterwarnings("ignore", message=".*not writable")
+                features = torch.as_tensor(np.asarray(features, dtype=np.float32)).cuda()
         return cosine_topk(features, k, block_rows)
     if method == "faiss":
         return faiss_topk(features, k)

@@ -81,8 +81,8 @@ def cosine_topk(features: np.ndarray | torch.Tensor, k: int, block_rows: int = 2
         for start in range(0, n, block_rows):
             sim = x[start:start + block_rows] @ x.T
             top_val, top_idx = torch.topk(sim, k, dim=1)
-            cols[start:start + len(sim)] = top_idx.numpy()
-            vals[start:start + len(sim)] = top_val.numpy()
+            cols[start:start + len(sim)] = top_idx.cpu().numpy()
+            vals[start:start + len(sim)] = top_val.cpu().numpy()
     return cols, vals
 
 
