@@ -21,7 +21,7 @@ def test_second_load_reuses_lists_and_a_changed_file_does_not(tmp_path, monkeypa
     assert len(list((tmp_path / "cache" / "knn").glob("*.npz"))) == 1
     assert (weighted != knn_graph_scipy(first.features["image"], 5, weighted=True)).nnz == 0
 
-    monkeypatch.setattr(interaction_data, "cosine_topk", _no_search)
+    monkeypatch.setattr(interaction_data, "item_topk", _no_search)
     second = InteractionData.load(folder)
     assert (second.knn_graph("image", 5, weighted=True) != weighted).nnz == 0
     # KNN-bin comes from the same lists

@@ -13,7 +13,8 @@ import torch
 from raymmrec.data import schema
 from raymmrec.errors import DataError
 from raymmrec.feature_sets import feature_set_folder, load_feature_set, load_npy, mmrec_feature_files, modality_order
-from raymmrec.recsys.graphs import AdjacencyNorm, cosine_topk, knn_from_topk, normalized_adjacency, to_torch_csr
+from raymmrec.recsys.approximate_knn import KnnMethod, item_topk
+from raymmrec.recsys.graphs import AdjacencyNorm, knn_from_topk, normalized_adjacency, to_torch_csr
 from raymmrec.recsys.knn_cache import load_topk, save_topk, topk_cache_file
 
 SPLITS = ("train", "valid", "test")
@@ -230,25 +231,28 @@ class InteractionData:
         """Normalised (n_users + n_items)² training adjacency as torch sparse CSR (cached)."""
         return self._cached(("adj", norm, eps), lambda: to_torch_csr(normalized_adjacency(self.train, norm, eps)))
 
-    def knn_graph(self, modality: str, k: int, weighted: bool = False, block_rows: int = 2048) -> sp.csr_matrix:
+    def knn_graph(self, modality: str, k: int, weighted: bool = False, block_rows: int = 2048,
+                  method: KnnMethod = "exact") -> sp.csr_matrix:
         """The normalised cosine top-k graph of one modality's raw features (KNN-bin / KNN-w), built once;
-        `modality` may join several with '+' for the graph of their concatenated unit-norm rows.
+        `modality` may join several with '+' for the graph of their concatenated unit-norm rows;
+        `method` 'faiss' finds the neighbours approximately (approximate_knn).
 
         Unlike other derived data it travels with the object (`put` after calling this and every trial
         reuses it), because at Electronics size it is the most expensive thing a trial builds.
         """
-        key = (modality, int(k), bool(weighted))
+        key = (modality, int(k), bool(weighted)) + (() if method == "exact" else (method,))
         if key not in self.item_graphs:
-            self.item_graphs[key] = knn_from_topk(*self._topk(modality, int(k), block_rows), weighted=weighted)
+            self.item_graphs[key] = knn_from_topk(*self._topk(modality, int(k), block_rows, method),
+                                                  weighted=weighted)
         return self.item_graphs[key]
 
-    def _topk(self, modality: str, k: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def _topk(self, modality: str, k: int, block_rows: int, method: KnnMethod) -> tuple[np.ndarray, np.ndarray]:
         # KNN-bin and KNN-w share one neighbour search, and a feature file's lists are cached on disk
         # (knn_cache) so later runs on the same file skip it.
         parts = modality.split("+")
         arrays = [self.modality_features(m) for m in parts]      # unknown names fail here, before any I/O
         files = [self.feature_files.get(m) for m in parts]
-        file = topk_cache_file(files, k) if all(files) else None
+        file = topk_cache_file(files, k, method) if all(files) else None
         found = load_topk(file, self.n_items, k)
         if found is None:
             # several modalities: the concatenation of unit rows, so every one weighs the same in the cosine
@@ -256,7 +260,7 @@ class InteractionData:
             features = arrays[0] if len(arrays) == 1 else np.concatenate(
                 [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
                  for x in (np.asarray(a, np.float32) for a in arrays)], axis=1)
-            found = cosine_topk(features, k, block_rows)
+            found = item_topk(features, k, method, block_rows)
             save_topk(file, *found)
         return found
 

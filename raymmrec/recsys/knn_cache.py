@@ -3,7 +3,7 @@
 At Electronics size the cosine top-k of a 4096-d feature file is ~30 TFLOP (about ten minutes on two
 cores), and every FREEDOM / LATTICE / MGCN / AlignRec run on the same data needs the same lists. They
 are kept as `<cache dir>/knn/<key>.npz` (columns and similarities, n × k), where the key hashes each
-file's absolute path, size and modification time with k, so an edited or replaced file is recomputed.
+file's absolute path, size and modification time with k (and the search method when approximate), so an edited or replaced file is recomputed.
 The cache dir is $RAYMMREC_CACHE_DIR, else ~/.cache/raymmrec; RAYMMREC_CACHE_DIR="" turns it off.
 """
 from __future__ import annotations
@@ -29,15 +29,17 @@ def cache_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def topk_cache_file(feature_files: Sequence[str | Path], k: int) -> Path | None:
-    """Where the top-k lists of these feature files (one, or several fused in this order) live; None when
-    caching is off or a file is gone."""
+def topk_cache_file(feature_files: Sequence[str | Path], k: int, method: str = "exact") -> Path | None:
+    """Where the top-k lists of these feature files (one, or several fused in this order) found by `method`
+    live; None when caching is off or a file is gone."""
     root = cache_dir()
     paths = [Path(f).resolve() for f in feature_files]
     if root is None or not paths or not all(p.is_file() for p in paths):
         return None
     identity = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
-    key = hashlib.sha1(f"{identity}|k={k}".encode()).hexdigest()[:20]
+    # exact keeps the key it had before approximate methods existed, so existing caches stay valid
+    method_tag = "" if method == "exact" else f"|method={method}"
+    key = hashlib.sha1(f"{identity}|k={k}{method_tag}".encode()).hexdigest()[:20]
     return root / "knn" / f"{key}.npz"
 
 

@@ -26,6 +26,7 @@ class TrialRow:
     curve: list[tuple[int, float]] = field(default_factory=list)   # (epoch, valid metric) per evaluated epoch
     checkpoint: Any = field(default=None, repr=False)               # ray.tune.Checkpoint holding best.pt
     error: str | None = None
+    nodes: list[str] = field(default_factory=list)  # Ray node ids the trial's epochs ran on, in order
 
 
 def trial_rows(model: str, grid: Any, valid_metric: str) -> list[TrialRow]:
@@ -41,12 +42,19 @@ def trial_rows(model: str, grid: Any, valid_metric: str) -> list[TrialRow]:
             score=float(last.get(search_metric(valid_metric), 0.0)),
             valid=_prefixed(last, "best/valid/"), test=_prefixed(last, "best/test/"),
             curve=_curve(result.metrics_dataframe, f"valid/{valid_metric}"),
-            checkpoint=result.checkpoint, error=str(result.error).splitlines()[0] if result.error else None))
+            checkpoint=result.checkpoint, error=str(result.error).splitlines()[0] if result.error else None,
+            nodes=_nodes(result.metrics_dataframe)))
     return sorted(rows, key=lambda r: r.trial_id)
 
 
 def _prefixed(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix) and v is not None}
+
+
+def _nodes(frame: Any) -> list[str]:
+    if frame is None or "node_id" not in getattr(frame, "columns", ()):
+        return []
+    return list(dict.fromkeys(str(n) for n in frame["node_id"].dropna()))
 
 
 def _curve(frame: Any, key: str) -> list[tuple[int, float]]:
@@ -106,6 +114,7 @@ def trials_table(rows: Sequence[TrialRow], ks: Sequence[int]) -> list[dict[str, 
             for name in ("recall", "ndcg"):
                 for k in ks:
                     line[f"{split}_{name}@{k}"] = metrics.get(f"{name}@{k}", float("nan"))
+        line["nodes"] = " ".join(r.nodes)
         out.append(line)
     return out
 

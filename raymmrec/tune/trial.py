@@ -52,6 +52,7 @@ def stop_reason(last_result: Mapping[str, Any] | None) -> str:
 def run_trial(config: dict[str, Any], *, data: Any, model: str, fixed: Mapping[str, Any],
               trainer: Mapping[str, Any]) -> None:
     """The Tune trainable: `config` (sampled) over `fixed` params; `data` is the one InteractionData ObjectRef."""
+    import ray
     from ray import tune
 
     # Ray logs every persisted checkpoint at INFO: one line per epoch per trial.
@@ -65,11 +66,13 @@ def run_trial(config: dict[str, Any], *, data: Any, model: str, fixed: Mapping[s
     if restored is not None:
         restored.to_directory(str(workdir))
     reported = 0
+    # where each epoch ran: on a cluster a trial restored after a node loss continues on another node
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(record: dict[str, Any]) -> None:
         nonlocal reported
         reported += 1
-        tune.report(tune_record(record, trainer_cfg.valid_metric),
+        tune.report({**tune_record(record, trainer_cfg.valid_metric), "node_id": node_id},
                     checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
     result = train_model(model, params, trainer_cfg, data, report=report, checkpoint_dir=workdir, resume=True)

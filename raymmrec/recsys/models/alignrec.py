@@ -20,6 +20,7 @@ from torch import nn
 
 from raymmrec.recsys.alignment_losses import (cosine_alignment, cosine_info_nce, half_squared_l2,
                                               similarity_regulariser)
+from raymmrec.recsys.approximate_knn import KnnMethod
 from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -45,6 +46,7 @@ class AlignRecConfig(ModelConfig):
     reg_similarity: Literal["dot", "cosine"] = "dot"   # REG's mm-side similarity: code (dot) or paper (cosine)
     use_ln: bool = False                 # LayerNorm on the feature before the MLP (code's --use_ln)
     knn_block_rows: int = 2048
+    knn_method: KnnMethod = "exact"       # faiss: approximate neighbours (IVF) for large catalogues
 
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
@@ -57,9 +59,9 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=1)
 
 
-def fused_knn_graph(data: InteractionData, k: int, block_rows: int = 2048) -> sp.csr_matrix:
+def fused_knn_graph(data: InteractionData, k: int, block_rows: int = 2048, method: KnnMethod = "exact") -> sp.csr_matrix:
     """KNN-w graph of the (fused) item feature: one modality's own graph, or that of the concatenated unit rows."""
-    return data.knn_graph("+".join(data.features), k, weighted=True, block_rows=block_rows)
+    return data.knn_graph("+".join(data.features), k, weighted=True, block_rows=block_rows, method=method)
 
 
 @register_model("alignrec")
@@ -87,7 +89,8 @@ class AlignRec(Recommender):
         self.gate = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
         for m in self.modalities:   # frozen originals, shared with the data (no copy)
             self.register_buffer(f"original_{m}", torch.from_numpy(data.features[m]), persistent=False)
-        register_csr_pair(self, "item_adj", fused_knn_graph(data, config.knn_k, config.knn_block_rows))
+        register_csr_pair(self, "item_adj", fused_knn_graph(data, config.knn_k, config.knn_block_rows,
+                                                               config.knn_method))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
         register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
         self._batch_rows = 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from raymmrec.recsys.approximate_knn import KnnMethod
 from raymmrec.recsys.edge_pruning import DegreePrunedGraph
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
@@ -27,6 +28,7 @@ class FREEDOMConfig(ModelConfig):
     dropout: float = 0.8
     reg_weight: float = 1e-4
     knn_block_rows: int = 2048
+    knn_method: KnnMethod = "exact"       # faiss: approximate neighbours (IVF) for large catalogues
 
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
@@ -66,7 +68,8 @@ class FREEDOM(DegreePrunedGraph, Recommender):
                 self.feature_tables[modality] = nn.Embedding.from_pretrained(torch.from_numpy(feats.copy()), freeze=False)
                 self.feature_projections[modality] = nn.Linear(feats.shape[1], config.feat_embed_dim)
         weights = modality_weights(list(data.features), config.mm_image_weight)
-        mm = sum(w * data.knn_graph(m, config.knn_k, weighted=False, block_rows=config.knn_block_rows)
+        mm = sum(w * data.knn_graph(m, config.knn_k, weighted=False, block_rows=config.knn_block_rows,
+                                    method=config.knn_method)
                  for m, w in weights.items())
         self.register_buffer("mm_adj", to_torch_csr(mm), persistent=False)
         self.register_buffer("mm_adj_t", to_torch_csr(mm.T), persistent=False)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymmrec.recsys.alignment_losses import half_squared_l2
+from raymmrec.recsys.approximate_knn import KnnMethod
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import normalized_adjacency, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -34,6 +35,7 @@ class LATTICEConfig(ModelConfig):
     lambda_coeff: float = 0.9
     reg_weight: float = 1e-4
     knn_block_rows: int = 2048
+    knn_method: KnnMethod = "exact"       # faiss: approximate neighbours (IVF) for large catalogues
 
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
@@ -58,7 +60,8 @@ class LATTICE(Recommender):
         self.projections = nn.ModuleDict(
             {m: nn.Linear(data.features[m].shape[1], config.feat_embed_dim) for m in self.modalities})
         self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 0.5))
-        self._fixed_graphs = {m: data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows)
+        self._fixed_graphs = {m: data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows,
+                                                method=config.knn_method)
                               for m in self.modalities}
         for m, graph in self._fixed_graphs.items():
             register_csr_pair(self, f"fixed_adj_{m}", graph)

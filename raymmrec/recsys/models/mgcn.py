@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from raymmrec.recsys.approximate_knn import KnnMethod
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
@@ -32,6 +33,7 @@ class MGCNConfig(ModelConfig):
     reg_weight: float = 1e-4
     cl_loss: float = 1e-2
     knn_block_rows: int = 2048
+    knn_method: KnnMethod = "exact"       # faiss: approximate neighbours (IVF) for large catalogues
 
     @classmethod
     def search_space(cls) -> dict[str, dict[str, list]]:
@@ -64,7 +66,8 @@ class MGCN(SideContentRecommender):
         self.query_common = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         for m in self.modalities:
             register_csr_pair(self, f"item_adj_{m}",
-                              data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows))
+                              data.knn_graph(m, config.knn_k, weighted=True, block_rows=config.knn_block_rows,
+                                             method=config.knn_method))
         self.register_buffer("adj", data.adjacency("sym_prime"), persistent=False)
         register_csr_pair(self, "r_adj", user_item_block(data.train, "sym_prime"))
 
