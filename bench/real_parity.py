@@ -11,7 +11,8 @@ copy. Each (model, seed) runs once per trainer setting: MMRec in its own process
 when it holds that seed and those hyper-parameters), ours in this process, the two sides at the same time.
 Per-epoch curves of both go to `<work>/curves/<model>-<seed>-<side>.csv`; the table gives each side's
 mean ± spread (population sd) of test Recall@20 / NDCG@20 at the best validation epoch, the relative Δ,
-and the paired per-epoch Δ of validation Recall@20 over the epochs both ran (much less seed noise).
+and the per-epoch Δ of validation Recall@20 (same seed number, averaged over the epochs both ran: free of
+best-epoch selection noise, not of seed noise, since the two sides draw different random streams).
 """
 from __future__ import annotations
 
