@@ -60,7 +60,7 @@ def prepare_folder(cfg: RealParityConfig) -> Path:
     src = Path(cfg.folder)
     inters = sorted(src.glob("*.inter")) if src.is_dir() else []
     if len(inters) != 1:
-        raise ConfigError(f"folder '{src}': expected an MMRec folder with exactly one <name>.inter, found {len(inters)}")
+        raise ConfigError(f"folder '{src}': expected an MMRec folder with one <name>.inter, found {len(inters)}")
     slots = {"image_feat.npy": cfg.image_feature, "text_feat.npy": cfg.text_feature}
     sources = [inters[0]] + [src / f for f in slots.values() if f]
     for path in sources:
@@ -175,7 +175,8 @@ def summary_row(model: str, seeds: list[int], runs: dict[str, dict[int, dict]]) 
         for side, values in per_side.items():
             row[f"{side} {metric}"] = _spread(values)
         if both:
-            row[f"Δ {metric}"] = f"{100 * (statistics.mean(per_side['ours']) / statistics.mean(per_side['mmrec']) - 1):+.1f}%"
+            ratio = statistics.mean(per_side["ours"]) / statistics.mean(per_side["mmrec"])
+            row[f"Δ {metric}"] = f"{100 * (ratio - 1):+.1f}%"
     if both:
         deltas = [paired_curve_delta(runs["mmrec"][s]["curve"], runs["ours"][s]["curve"]) for s in seeds]
         row["curve Δ valid R@20"] = f"{statistics.mean(deltas):+.1f}%"
@@ -210,7 +211,8 @@ def main(argv: list[str]) -> None:
     jobs = [(m, s) for m in cfg.models for s in cfg.seeds]
     runs: dict[str, dict[str, dict[int, dict]]] = {m: {side: {} for side in cfg.sides} for m in cfg.models}
     with ThreadPoolExecutor(max_workers=1) as pool:      # MMRec's runs, one process at a time, beside ours
-        pending = {j: pool.submit(run_mmrec_seed, cfg, *j, folder, n_batches) for j in jobs} if "mmrec" in cfg.sides else {}
+        pending = ({j: pool.submit(run_mmrec_seed, cfg, *j, folder, n_batches) for j in jobs}
+                   if "mmrec" in cfg.sides else {})
         for model, seed in jobs:
             if "ours" in cfg.sides:
                 runs[model]["ours"][seed] = run_ours_seed(cfg, model, seed, data)
