@@ -1,6 +1,7 @@
 """One training step of our models against the reference code (MMRec's, AlignRec's), same weights and batch.
 
     python bench/step_parity.py mmrec_src=/path/MMRec/src alignrec_src=/path/AlignRec_CIKM24/src
+    python bench/step_parity.py mmrec_src=/path/MMRec/src models='[freedom]' data=/path/mmrec_folder replay_epochs=3
 
 The reference model (MMRec's, or the AlignRec repo's ALIGNREC) is built on the tiny planted set, its
 weights are copied into ours, and both compute the loss and gradients of the same batch (LATTICE: the
@@ -13,6 +14,10 @@ numbers (LayerGCN's and MMGCF's edge pruning, SelfCF's edge and embedding dropou
 dropout) are compared with numpy and torch seeded alike before each side's call; ours draw in MMRec's order.
 A gradient that is zero in exact arithmetic (a fusion bias adds the same vector to the positive and the negative
 item, so it cancels in BPR) shows float32 noise, and a large relative figure, on both sides.
+FREEDOM: both graphs are compared entry by entry, then both sides train on MMRec's pruned graph. `data` (an
+MMRec folder, read by ours as-is) replaces the planted set; `replay_epochs` then trains both for that many
+epochs from the same weights on the same batches and pruned graphs (only float rounding differs), and
+compares their validation / test Recall@20 after each: a gap there is the code's, not the seeds'.
 """
 from __future__ import annotations
 
@@ -60,6 +65,14 @@ CASES = {
               **_linear("gate_v.0", "purifiers.image.0"), **_linear("gate_t.0", "purifiers.text.0"),
               **_linear("gate_image_prefer.0", "preferences.image.0"),
               **_linear("gate_text_prefer.0", "preferences.text.0")}),
+    "freedom": ("mmrec", "models.freedom.FREEDOM",
+                dict(feat_embed_dim=64, knn_k=10, lambda_coeff=0.9, cf_model="lightgcn", n_mm_layers=1, n_ui_layers=2,
+                     reg_weight=1e-4, mm_image_weight=0.1, dropout=0.8, degree_ratio=1.0),
+                {"dropout": 0.8, "reg_weight": 1e-4},
+                {"user_embedding.weight": "user_embedding.weight", "item_id_embedding.weight": "item_id_embedding.weight",
+                 "image_embedding.weight": "feature_tables.image.weight",
+                 "text_embedding.weight": "feature_tables.text.weight",
+                 **_linear("image_trs", "feature_projections.image"), **_linear("text_trs", "feature_projections.text")}),
     "alignrec": ("alignrec", "models.alignrec.ALIGNREC",
                  dict(cl_loss=0.05, n_ui_layers=2, knn_k=10, n_layers=1, reg_weight=1e-3, desc="parity", use_ln=False,
                       sim_weight=0.3, ui_cosine_loss_weight=0.1, side_emb_div=0, use_hist_decoder=False,
@@ -97,16 +110,6 @@ CASES = {
                 "v_hyper": "hyperedges.image", "t_hyper": "hyperedges.text"}),
 }
 CASES.update(new_backbones.CASES)
-CASES["freedom"] = ("mmrec", "models.freedom.FREEDOM",     # its edge pruning is LayerGCN's and MMGCF's code
-                    dict(feat_embed_dim=64, knn_k=10, lambda_coeff=0.9, cf_model="lightgcn", n_mm_layers=1,
-                         n_ui_layers=2, reg_weight=1e-3, mm_image_weight=0.1, dropout=0.8, degree_ratio=0.8),
-                    {"reg_weight": 1e-3, "dropout": 0.8},
-                    {"user_embedding.weight": "user_embedding.weight",
-                     "item_id_embedding.weight": "item_id_embedding.weight",
-                     "image_embedding.weight": "feature_tables.image.weight",
-                     "text_embedding.weight": "feature_tables.text.weight",
-                     **_linear("image_trs", "feature_projections.image"),
-                     **_linear("text_trs", "feature_projections.text")})
 PRE_EPOCH = ("layergcn", "mmgcf", "freedom")     # models whose first epoch starts by pruning the training graph
 SCORES_ONLY = ("itemknncbf",)         # nothing trained: only the scores compare
 
@@ -119,6 +122,8 @@ class StepParityConfig:
     alignrec_src: str = ""                  # AlignRec_CIKM24's src/
     models: list[str] = field(default_factory=lambda: list(CASES))
     work: str = "/tmp/raymmrec-step-parity"
+    data: str = ""                          # an MMRec folder instead of the planted set
+    replay_epochs: int = 0                  # FREEDOM: epochs trained side by side on the same batches
 
 
 def _install_shims(work: Path) -> None:
@@ -158,8 +163,82 @@ def _seed(seed: int = 7) -> None:
     torch.manual_seed(seed)
 
 
-def compare_one(model: str, src: str, work: Path) -> list[dict]:
-    """Build both models on the tiny planted set, align weights, compare losses, gradients and scores."""
+def _freedom_graph_rows(ref, ours) -> list[dict]:
+    """FREEDOM's three graphs, MMRec's against ours: item kNN graph, user–item graph, pruning weights per edge."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from raymmrec.recsys.graphs import to_scipy_csr
+
+    def scipy_of(t):
+        t = t.coalesce()
+        return sp.csr_matrix((t.values().numpy(), tuple(t.indices().numpy())), shape=tuple(t.shape))
+
+    knn_ref, knn_ours = scipy_of(ref.mm_adj), to_scipy_csr(ours.mm_adj)
+    differ = np.flatnonzero(np.asarray(abs(knn_ref - knn_ours).max(axis=1).todense()).ravel() > 1e-6)
+    ui = abs(scipy_of(ref.norm_adj) - to_scipy_csr(ours.norm_adj)).max()
+
+    def by_edge(index, values):
+        key = index[0].long() * ours.n_items + index[1].long()
+        return values[key.argsort()], key.sort().values
+
+    (w_ref, k_ref), (w_ours, k_ours) = by_edge(ref.edge_indices, ref.edge_values), by_edge(ours.edges, ours.edge_weights)
+    same_edges = bool(k_ref.shape == k_ours.shape and (k_ref == k_ours).all())
+    w = (w_ref - w_ours).abs().max().item() if same_edges else float("inf")
+    return [{"model": "freedom", "check": "item kNN graph: rows differing", "reference": str(knn_ref.nnz),
+             "ours": str(knn_ours.nnz), "max rel diff": f"{len(differ)} rows"},
+            {"model": "freedom", "check": "user-item graph: max abs diff", "reference": "", "ours": "",
+             "max rel diff": f"{ui:.1e}"},
+            {"model": "freedom", "check": "pruning weights: max abs diff", "reference": "", "ours": "",
+             "max rel diff": f"{w:.1e}" if same_edges else "edge sets differ"}]
+
+
+def _share_pruned_graph(ref, ours) -> None:
+    """Prune with MMRec's code and give ours the very same graph (the draw is random on both sides)."""
+    import scipy.sparse as sp
+
+    from raymmrec.recsys.graphs import to_torch_csr
+
+    ref.pre_epoch_processing()
+    m = ref.masked_adj.coalesce()
+    ours.masked_adj = to_torch_csr(sp.csr_matrix((m.values().numpy(), tuple(m.indices().numpy())), shape=tuple(m.shape)))
+
+
+def _replay(ref, ours, data, mapping: dict, epochs: int, batch_size: int) -> list[dict]:
+    """Train both from the same weights on the same batches and pruned graphs; metrics after every epoch."""
+    import torch
+
+    from raymmrec.recsys.metrics import evaluate_splits
+    from raymmrec.recsys.sampling import BPRSampler
+
+    sampler = BPRSampler(data, batch_size=batch_size, seed=999)
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (ref, ours)]
+    ref_p, our_p = dict(ref.named_parameters()), dict(ours.named_parameters())
+    rows = []
+    for epoch in range(1, epochs + 1):
+        ref.train()
+        ours.train()
+        _share_pruned_graph(ref, ours)
+        for batch in sampler.epoch():
+            for opt, loss in zip(optimizers, (lambda: ref.calculate_loss([batch.users, batch.pos_items,
+                                                                           batch.neg_items]), lambda: ours.loss(batch))):
+                opt.zero_grad(set_to_none=True)
+                loss().backward()
+                opt.step()
+        ref.eval()
+        ours.eval()
+        got = [evaluate_splits(fn, data, ks=(20,)) for fn in (lambda u: ref.full_sort_predict([u]), ours.full_scores)]
+        worst = max(((ref_p[a] - our_p[b]).abs().max() / ref_p[a].abs().max()).item() for a, b in mapping.items())
+        r, o = (" / ".join(f"{g[s][m]:.4f}" for s, m in (("valid", "recall@20"), ("test", "recall@20"),
+                                                          ("test", "cold_recall@20"))) for g in got)
+        rows.append({"model": "freedom", "check": f"replay epoch {epoch}: valid / test / cold test R@20", "reference": r,
+                     "ours": o, "max rel diff": f"{worst:.1e} (weights)"})
+    return rows
+
+
+def compare_one(model: str, src: str, work: Path, data_dir: str = "", replay_epochs: int = 0) -> list[dict]:
+    """Build both models on the tiny planted set (or an MMRec folder), align weights, compare losses, gradients
+    and scores (FREEDOM: also its graphs, and `replay_epochs` of training side by side)."""
     import importlib
     import shutil
 
@@ -177,9 +256,14 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
     registered = model.split(":")[0]     # a case may be `model:variant`
     if repo == "mmrec":
         _alias_models_common()
-    p = planted_interactions("tiny", dims={"text": 16, "image": 24}, seed=0)
-    feats = {"image": p.features["image"]} if model == "alignrec" else p.features   # ALIGNREC reads image_feat only
-    data = InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, feats)
+    if data_dir:
+        data = InteractionData.from_mmrec_folder(data_dir)
+        feats = {"image": data.features["image"]} if model == "alignrec" else data.features
+    else:
+        p = planted_interactions("tiny", dims={"text": 16, "image": 24}, seed=0)
+        feats = {"image": p.features["image"]} if model == "alignrec" else p.features   # ALIGNREC reads image_feat only
+        data = InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, feats)
+    batch_size = 2048 if data_dir else BATCH
     folder = work / "tiny"
     shutil.rmtree(folder, ignore_errors=True)   # MMRec caches graphs there by k only
     folder.mkdir(parents=True)
@@ -200,7 +284,7 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
             return m
 
     Dataset.dataset = Dataset
-    cfg = dict(USER_ID_FIELD="userID", ITEM_ID_FIELD="itemID", NEG_PREFIX="neg_", train_batch_size=BATCH,
+    cfg = dict(USER_ID_FIELD="userID", ITEM_ID_FIELD="itemID", NEG_PREFIX="neg_", train_batch_size=batch_size,
                device="cpu", end2end=False, is_multimodal_model=True, data_path=f"{work}/", dataset="tiny",
                vision_feature_file="image_feat.npy", text_feature_file="text_feat.npy", embedding_size=64,
                mask_image=False, mask_text=False, multimodal_data_dir="", **ref_cfg)
@@ -222,8 +306,11 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
             mapping = {**mapping, "modal_weight": "modal_weight"}
         if model in new_backbones.AFTER:
             new_backbones.AFTER[model](ref, ours)
-    batch = next(BPRSampler(data, batch_size=BATCH, seed=3).epoch())
+    batch = next(BPRSampler(data, batch_size=batch_size, seed=3).epoch())
     ours_batch = batch if ours.uses_negatives else Batch(batch.users, batch.pos_items, None)
+    rows = []
+    if model == "freedom":
+        rows += _freedom_graph_rows(ref, ours)
 
     def grad(params, name):
         g = params[name].grad
@@ -231,7 +318,6 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
             g = g.flip(0) if ours.modalities[0] == "text" else g
         return torch.zeros_like(params[name]) if g is None else g
 
-    rows = []
     if registered in PRE_EPOCH:
         _seed()
         ref.pre_epoch_processing()
@@ -265,13 +351,15 @@ def compare_one(model: str, src: str, work: Path) -> list[dict]:
         got = ours.full_scores(users)
     rows.append({"model": model, "check": "eval: full-ranking scores", "reference": "", "ours": "",
                  "max rel diff": f"{((want - got).abs().max() / want.abs().max()).item():.1e}"})
+    if model == "freedom" and replay_epochs > 0:
+        rows += _replay(ref, ours, data, mapping, replay_epochs, batch_size)
     return rows
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
-        print("RESULT " + json.dumps(compare_one(argv[1], argv[2], Path(argv[3]))), flush=True)
+        print("RESULT " + json.dumps(compare_one(argv[1], argv[2], Path(argv[3]), argv[4], int(argv[5]))), flush=True)
         return
     cfg = load_config(StepParityConfig, argv)
     unknown = [m for m in cfg.models if m not in CASES]
@@ -283,7 +371,8 @@ def main(argv: list[str]) -> None:
         if not (Path(src) / "models").is_dir():
             raise ConfigError(f"{model}: set {CASES[model][0]}_src to the reference repo's src/ folder (got '{src}')")
         proc = subprocess.run([sys.executable, "-W", "ignore", __file__, "--one", model, src,
-                               str(Path(cfg.work) / model)], capture_output=True, text=True)
+                               str(Path(cfg.work) / model), cfg.data, str(cfg.replay_epochs)],
+                              capture_output=True, text=True)
         found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not found:
             print(f"{model}: failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)

@@ -131,6 +131,7 @@ class InteractionData:
     @classmethod
     def from_mmrec_folder(cls, path: str | Path) -> "InteractionData":
         """Load an MMRec dataset folder as-is: `<name>.inter` (TSV, x_label split) + every `<modality>_feat.npy`."""
+        import pyarrow as pa
         import pyarrow.csv as pacsv
 
         root = Path(path)
@@ -139,7 +140,11 @@ class InteractionData:
             raise DataError(f"MMRec folder '{root}': expected exactly one <name>.inter file, found {len(inters)}")
         try:
             table = pacsv.read_csv(inters[0], parse_options=pacsv.ParseOptions(delimiter="\t"),
-                                   convert_options=pacsv.ConvertOptions(include_columns=["userID", "itemID", "x_label"]))
+                                   convert_options=pacsv.ConvertOptions(
+                                       include_columns=["userID", "itemID", "x_label"],
+                                       # integers or a clear error: a column appended after a Windows line end
+                                       # starts a new row of text, which would otherwise surface as a bare ValueError
+                                       column_types={c: pa.int64() for c in ("userID", "itemID", "x_label")}))
         except Exception as exc:  # pyarrow raises several types for malformed text
             raise DataError(f"'{inters[0]}': cannot read as TSV with columns userID, itemID, x_label ({exc})") from None
         found = mmrec_feature_files(root)         # every <modality>_feat.npy, e.g. TikTok's audio
