@@ -25,6 +25,41 @@ def tiny_data(seed: int = 0) -> InteractionData:
     return planted(seed).to_data("tiny")
 
 
+def assert_learns(name: str, epochs: int, margin: float = 0.05, min_drop: float = 0.2) -> None:
+    """Trained on the tiny set, `name`'s loss falls by `min_drop` of its size and test Recall@20 beats popularity."""
+    from raymmrec.recsys.metrics import full_ranking_metrics, popularity_scores
+    from raymmrec.recsys.trainer import TrainerConfig, train_model
+
+    data = tiny_data()
+    result = train_model(name, {}, TrainerConfig(epochs=epochs, patience=100, **FAST_TRAINER), data)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0] - min_drop * abs(losses[0]), losses        # abs: SelfCF's loss is negative
+    pop = full_ranking_metrics(popularity_scores(data), data, "test")["recall@20"]
+    assert result.test_at_best["recall@20"] > pop + margin, (result.test_at_best["recall@20"], pop)
+
+
+def assert_checkpoint_round_trip(name: str) -> None:
+    """A model rebuilt from another's state dict gives the same full-ranking scores."""
+    import torch
+
+    from raymmrec.recsys.registry import build_model
+
+    data = tiny_data()
+    torch.manual_seed(0)
+    model = build_model(name, {}, data)
+    model.train()
+    model.pre_epoch(1)
+    model.eval()
+    torch.manual_seed(5)                 # LGMRec's scores keep MMRec's Gumbel noise: the same draw on both sides
+    want = model.full_scores(torch.arange(data.n_users))
+    torch.manual_seed(1)
+    fresh = build_model(name, {}, data)
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    torch.manual_seed(5)
+    torch.testing.assert_close(fresh.full_scores(torch.arange(data.n_users)), want)
+
+
 def write_dataset_dir(p: PlantedInteractions, root: Path, features: dict[str, np.ndarray] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     n = len(p.users)

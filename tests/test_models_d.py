@@ -18,7 +18,7 @@ from raymmrec.recsys.sampling import BPRSampler
 from raymmrec.recsys import trainer as trainer_module
 from raymmrec.recsys.trainer import TrainerConfig, run_hash, train_model
 from raymmrec.tune.space import model_space
-from recsys_planted import FAST_TRAINER, planted, tiny_data
+from recsys_planted import FAST_TRAINER, assert_checkpoint_round_trip, assert_learns, planted, tiny_data
 
 TRAINED = ["layergcn", "selfcf", "mmgcf", "lgmrec"]
 MODELS = TRAINED + ["itemknncbf"]
@@ -39,11 +39,7 @@ def popularity_recall(data: InteractionData) -> float:
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_loss_falls_and_beats_popularity(name):
-    data = tiny_data()
-    result = train_model(name, {}, TrainerConfig(epochs=12, patience=100, **FAST_TRAINER), data)
-    losses = [r["train_loss"] for r in result.history]
-    assert losses[-1] < losses[0] - 0.2 * abs(losses[0]), losses        # SelfCF's loss is negative
-    assert result.test_at_best["recall@20"] > popularity_recall(data) + 0.1, result.test_at_best["recall@20"]
+    assert_learns(name, epochs=12, margin=0.1)
 
 
 @pytest.mark.parametrize("modalities", [("text", "image"), ("image",), ("unified",), ("text", "image", "unified")])
@@ -229,17 +225,4 @@ def test_search_spaces_and_trainer_defaults_are_valid():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_checkpoint_round_trip_reproduces_scores(name):
-    data = tiny_data()
-    torch.manual_seed(0)
-    model = build_model(name, {}, data)
-    model.train()
-    model.pre_epoch(1)
-    model.eval()
-    torch.manual_seed(5)                 # LGMRec's scores keep MMRec's Gumbel noise: the same draw on both sides
-    want = model.full_scores(torch.arange(data.n_users))
-    torch.manual_seed(1)
-    fresh = build_model(name, {}, data)
-    fresh.load_state_dict(model.state_dict())
-    fresh.eval()
-    torch.manual_seed(5)
-    torch.testing.assert_close(fresh.full_scores(torch.arange(data.n_users)), want)
+    assert_checkpoint_round_trip(name)
