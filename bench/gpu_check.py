@@ -133,7 +133,7 @@ def _init_single_process_group() -> None:
 
 def _pretrain_batch(encoder: Any, batch: int, masked: bool, seed: int) -> dict[str, torch.Tensor]:
     """Random images and tokenized item-like texts, masked by stage 2's own masking for MLM / MIM."""
-    from raymmrec.train.pairs import MaskSpec, mask_batch
+    from raymmrec.pretrain.pairs import MaskSpec, mask_batch
 
     pp = encoder.preprocess
     g = torch.Generator().manual_seed(seed)
@@ -153,9 +153,9 @@ def _pretrain_batch(encoder: Any, batch: int, masked: bool, seed: int) -> dict[s
 def encoder_step(cfg: Any, objective: str, batch: int, steps: int, zero_stage: int) -> dict:
     """Timed DeepSpeed steps of stage 2's PretrainModel for `cfg`; samples/s after two warm-up steps."""
     from raymmrec.encoders import create_encoder
-    from raymmrec.train.deepspeed_setup import (DeepSpeedConfig, OptimConfig, build_ds_config, compute_dtype,
+    from raymmrec.deepspeed_setup import (DeepSpeedConfig, OptimConfig, build_ds_config, compute_dtype,
                                                 create_engine, select_accelerator)
-    from raymmrec.train.objectives import LossConfig, PretrainModel
+    from raymmrec.pretrain.objectives import LossConfig, PretrainModel
 
     on_gpu = select_accelerator()
     _init_single_process_group()
@@ -212,7 +212,7 @@ def extraction_run(model: str, batch: int, batches: int) -> dict:
     """Stage 3's EncodeItems (the Ray Data actor class, called directly) on random 224² items: items/s."""
     from raymmrec.encoders import EncoderConfig
     from raymmrec.encoders.clip import ClipConfig
-    from raymmrec.features.encoder_source import EncoderSource
+    from raymmrec.encoders.source import EncoderSource
     from raymmrec.features.inference import IMAGE_OK, EncodeItems
 
     _reset_peak()

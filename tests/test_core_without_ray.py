@@ -7,8 +7,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ["raymmrec.recsys.registry", "raymmrec.recsys.trainer", "raymmrec.recsys.interaction_data",
         "raymmrec.recsys.approximate_knn", "raymmrec.recsys.planted_data", "raymmrec.encoders",
-        "raymmrec.train.objectives", "raymmrec.train.deepspeed_setup", "raymmrec.train.pairs",
-        "raymmrec.features.inference", "raymmrec.features.encoder_source"]
+        "raymmrec.pretrain.objectives", "raymmrec.deepspeed_setup", "raymmrec.pretrain.pairs",
+        "raymmrec.features.inference", "raymmrec.encoders.source"]
 PROBE = """
 import importlib, sys
 class Block:
