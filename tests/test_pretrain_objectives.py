@@ -60,7 +60,8 @@ def test_mlm_and_mim_losses_fall_for_beit3(synth_dir):
     torch.manual_seed(0)
     cfg = EncoderConfig()
     model = PretrainModel(create_encoder(cfg), "itc_mlm_mim", LossConfig())
-    curve = _train(model, _batch(synth_dir, cfg, MaskSpec(0.15, 0.4), n=16), steps=30, lr=2e-3)
+    # generator v2 renders attribute textures and patterns into every image: patches take ~60 steps to fall clearly
+    curve = _train(model, _batch(synth_dir, cfg, MaskSpec(0.15, 0.4), n=16), steps=60, lr=2e-3)
     _falls(curve, "mlm", 0.7)
     _falls(curve, "mim", 0.88)
     # ITC shares the 30 steps with MLM + MIM here (measured 3.12 → 2.77); its own strong check is the CLIP test.
