@@ -81,10 +81,13 @@ def test_search_scales_out_from_no_workers_and_idle_nodes_go(autoscaling_head, t
     try:
         assert alive_worker_nodes() == []
         head = ray.get_runtime_context().get_node_id()
-        cfg = _search(tmp_path, "autoscaled", [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1], 2, autoscaling_head["address"])
+        # one trial per 1-CPU node and several epochs each: on a quiet machine the first node would otherwise run
+        # all six before the second one has started
+        cfg = _search(tmp_path, "autoscaled", [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1], 4, autoscaling_head["address"],
+                      cpus_per_trial=1.0)
         result = tune_backbones(cfg, data=tiny_data(), out=lambda line: None)
 
-        assert result.complete and len(result.trials) == 6 and all(r.epochs == 2 for r in result.trials)
+        assert result.complete and len(result.trials) == 6 and all(r.epochs == 4 for r in result.trials)
         nodes = {n for r in result.trials for n in r.nodes}
         assert head not in nodes and len(nodes) >= 2, nodes         # trials ran on the added workers only
         board = json.loads((tmp_path / "out" / "autoscaled" / "leaderboard.json").read_text())

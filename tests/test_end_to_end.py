@@ -122,9 +122,9 @@ def _assert_features_are_the_encoders(dataset_dir, state) -> None:
     """The published feature set is the published encoder's output (what the backbone was evaluated on)."""
     encoder = load_encoder(state["encoder_dir"]).eval()
     source = encoder_source(EndToEndConfig())
-    inputs = preprocess_dataset_items(dataset_dir, source.config, text_plan(EndToEndConfig(), "clip"), 161)
-    expected = encode_all(encoder, inputs)
     data = InteractionData.load(dataset_dir, state["feature_set"])
+    inputs = preprocess_dataset_items(dataset_dir, source.config, text_plan(EndToEndConfig(), "clip"), data.n_items)
+    expected = encode_all(encoder, inputs)
     for m in ("text", "image"):
         np.testing.assert_allclose(data.features[m], expected[m].numpy(), atol=1e-5)
 
