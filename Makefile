@@ -37,17 +37,8 @@ $(STAMP): pyproject.toml constraints-dev.txt
 run: venv
 	$(PY) jobs/pipeline.py $(ARGS)
 
-# The multi-node tests start and stop private Ray heads of their own; they run in a pytest process of their own
-# (inside the full suite's process the first autoscaled search failed, alone it passes: see the README's Tests).
-ISOLATED := tests/test_cluster_scaleout.py
-
 test: venv
-ifeq ($(strip $(ARGS)),)
-	$(PY) -m pytest --ignore=$(ISOLATED)
-	$(PY) -m pytest $(ISOLATED)
-else
 	$(PY) -m pytest $(ARGS)
-endif
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(ARGS)
