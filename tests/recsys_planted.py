@@ -60,6 +60,43 @@ def assert_checkpoint_round_trip(name: str) -> None:
     torch.testing.assert_close(fresh.full_scores(torch.arange(data.n_users)), want)
 
 
+def with_features(features: dict[str, np.ndarray]) -> InteractionData:
+    """The tiny planted interactions with `features` in place of their own."""
+    p = planted()
+    return InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, features)
+
+
+def first_batch(data: InteractionData, model, size: int = 64):
+    """The first BPR batch of an epoch, with negatives when `model` uses them."""
+    from raymmrec.recsys.sampling import BPRSampler
+
+    return next(BPRSampler(data, batch_size=size, negatives=model.uses_negatives).epoch())
+
+
+def assert_one_finite_step(model, data: InteractionData) -> None:
+    """One batch's loss and gradients are finite, and eval-mode scores have the catalogue's width."""
+    import torch
+
+    loss = model.loss(first_batch(data, model))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [q.grad for q in model.parameters() if q.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.eval()
+    scores = model.full_scores(torch.arange(10))
+    assert scores.shape == (10, data.n_items) and torch.isfinite(scores).all()
+
+
+def assert_search_space_accepted(name: str) -> None:
+    """Every value of `name`'s search space is accepted by its config dataclass."""
+    from raymmrec.recsys.registry import get_model
+
+    spec = get_model(name)
+    for key, values in spec.search_space().items():
+        for v in next(iter(values.values())):
+            spec.make_config({key: v})
+
+
 def write_dataset_dir(p: PlantedInteractions, root: Path, features: dict[str, np.ndarray] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     n = len(p.users)

@@ -8,20 +8,11 @@ from raymmrec.recsys.alignment_losses import similarity_regulariser
 from raymmrec.recsys.graphs import cosine_topk_tensors, to_scipy_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.registry import build_model, get_model
-from raymmrec.recsys.sampling import BPRSampler
 from raymmrec.recsys.trainer import TrainerConfig
-from recsys_planted import assert_learns, planted, tiny_data
+from recsys_planted import (assert_learns, assert_one_finite_step, assert_search_space_accepted, first_batch, planted,
+                            tiny_data, with_features)
 
 MODELS = ["lattice", "bm3", "mgcn", "alignrec"]
-
-
-def with_features(features: dict[str, np.ndarray]) -> InteractionData:
-    p = planted()
-    return InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, features)
-
-
-def first_batch(data: InteractionData, model, size: int = 64):
-    return next(BPRSampler(data, batch_size=size, negatives=model.uses_negatives).epoch())
 
 
 def topk_values(x: np.ndarray, k: int) -> np.ndarray:
@@ -55,14 +46,7 @@ def test_forward_and_backward_with_any_modalities(name, modalities):
     pool = {**p.features, "unified": rng.standard_normal((p.n_items, 11)).astype(np.float32)}
     data = with_features({m: pool[m] for m in modalities})
     model = build_model(name, {"knn_k": 5} if name != "bm3" else {}, data)
-    loss = model.loss(first_batch(data, model))
-    loss.backward()
-    assert torch.isfinite(loss)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    model.eval()
-    scores = model.full_scores(torch.arange(10))
-    assert scores.shape == (10, data.n_items) and torch.isfinite(scores).all()
+    assert_one_finite_step(model, data)
 
 
 @pytest.mark.parametrize("name", ["lattice", "mgcn", "alignrec"])
@@ -164,9 +148,7 @@ def test_alignrec_reg_stops_the_gradient_at_the_target():
 def test_trainer_defaults_and_search_spaces_are_valid():
     for name in MODELS:
         spec = get_model(name)
-        for key, values in spec.search_space().items():
-            for v in next(iter(values.values())):
-                spec.make_config({key: v})
+        assert_search_space_accepted(name)
         TrainerConfig(**getattr(spec.model_cls, "trainer_defaults", {}))
         for key, values in getattr(spec.model_cls, "trainer_search_space", {}).items():
             for v in next(iter(values.values())):

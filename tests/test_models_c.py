@@ -15,14 +15,9 @@ from raymmrec.recsys.registry import build_model, get_model
 from raymmrec.recsys.sampling import BPRSampler
 from raymmrec.recsys.trainer import TrainerConfig, train_model
 from raymmrec.tune.space import model_space
-from recsys_planted import FAST_TRAINER, assert_learns, planted, tiny_data
+from recsys_planted import FAST_TRAINER, assert_learns, assert_search_space_accepted, planted, tiny_data, with_features
 
 MODELS = ["dragon", "smore", "pgl", "damrs", "mvgae"]
-
-
-def with_features(features: dict[str, np.ndarray]) -> InteractionData:
-    p = planted()
-    return InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, features)
 
 
 def cosine(x: np.ndarray) -> np.ndarray:
@@ -200,9 +195,7 @@ def test_mvgae_fixed_tables_are_not_trained_and_experts_fuse_by_precision():
 def test_trainer_defaults_and_search_spaces_are_valid():
     for name in MODELS:
         spec = get_model(name)
-        for key, values in spec.search_space().items():
-            for v in next(iter(values.values())):
-                spec.make_config({key: v})
+        assert_search_space_accepted(name)
         TrainerConfig(**spec.model_cls.trainer_defaults)
         for key, values in spec.model_cls.trainer_search_space.items():
             for v in next(iter(values.values())):

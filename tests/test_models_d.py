@@ -14,23 +14,14 @@ from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.metrics import full_ranking_metrics, popularity_scores
 from raymmrec.recsys.mirror_gradient import SEARCH_SPACE, MirrorGradient
 from raymmrec.recsys.registry import build_model, get_model
-from raymmrec.recsys.sampling import BPRSampler
 from raymmrec.recsys import trainer as trainer_module
 from raymmrec.recsys.trainer import TrainerConfig, run_hash, train_model
 from raymmrec.tune.space import model_space
-from recsys_planted import FAST_TRAINER, assert_checkpoint_round_trip, assert_learns, planted, tiny_data
+from recsys_planted import (FAST_TRAINER, assert_checkpoint_round_trip, assert_learns, assert_one_finite_step,
+                            assert_search_space_accepted, first_batch, planted, tiny_data, with_features)
 
 TRAINED = ["layergcn", "selfcf", "mmgcf", "lgmrec"]
 MODELS = TRAINED + ["itemknncbf"]
-
-
-def with_features(features: dict[str, np.ndarray]) -> InteractionData:
-    p = planted()
-    return InteractionData.from_arrays(p.users, p.items, p.splits, p.n_users, p.n_items, features)
-
-
-def first_batch(data: InteractionData, model, size: int = 64):
-    return next(BPRSampler(data, batch_size=size, negatives=model.uses_negatives).epoch())
 
 
 def popularity_recall(data: InteractionData) -> float:
@@ -49,14 +40,7 @@ def test_forward_and_backward_with_any_modalities(name, modalities):
     pool = {**p.features, "unified": np.random.default_rng(1).standard_normal((p.n_items, 11)).astype(np.float32)}
     data = with_features({m: pool[m] for m in modalities})
     model = build_model(name, {}, data)
-    loss = model.loss(first_batch(data, model))
-    loss.backward()
-    assert torch.isfinite(loss)
-    grads = [q.grad for q in model.parameters() if q.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    model.eval()
-    scores = model.full_scores(torch.arange(10))
-    assert scores.shape == (10, data.n_items) and torch.isfinite(scores).all()
+    assert_one_finite_step(model, data)
 
 
 @pytest.mark.parametrize("name", ["itemknncbf", "mmgcf", "lgmrec"])
@@ -216,10 +200,7 @@ def test_mirror_gradient_in_the_trainer_steps_twice_every_beta_batches_and_is_se
 
 def test_search_spaces_and_trainer_defaults_are_valid():
     for name in MODELS:
-        spec = get_model(name)
-        for key, values in spec.search_space().items():
-            for v in next(iter(values.values())):
-                spec.make_config({key: v})
+        assert_search_space_accepted(name)
     assert not get_model("itemknncbf").model_cls.learns
 
 
