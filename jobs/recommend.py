@@ -10,7 +10,7 @@ from pathlib import Path
 
 from raymmrec.config import load_config
 from raymmrec.errors import exit_on_user_error
-from raymmrec.recommend import RecommendConfig, recommend
+from raymmrec.recommendations import RecommendConfig, write_recommendations
 
 DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "recommend.yaml"
 
@@ -18,7 +18,7 @@ DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "recommend.yaml
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     cfg = load_config(RecommendConfig, argv, default_yaml=DEFAULT_YAML)
-    out = recommend(cfg)
+    out = write_recommendations(cfg)
     print(f"recommendations: {out}")
 
 

@@ -18,7 +18,7 @@ STAGE_OF_PREFIX = {
     "raymmrec.features": "3-features",
     "raymmrec.recsys": "4-backbones",
     "raymmrec.tune": "4-backbones",
-    "raymmrec.recommend": "5-recommend",
+    "raymmrec.recommendations": "5-recommend",
     "raymmrec.pipeline": "pipeline",
     # shared inside a stage's folder: the on-disk formats every stage reads
     "raymmrec.data.schema": "shared",
@@ -33,7 +33,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "pre-training reads raw JSON-lines pair files with the raw-source record parser",
     ("raymmrec.recsys.reference_scorers", "raymmrec.data.synth_latents"):
         "the oracle reference scorer ranks by the generator's own choice model over stage 1's truth file",
-    ("raymmrec.recommend", "raymmrec.recsys"):
+    ("raymmrec.recommendations", "raymmrec.recsys"):
         "stage 5 rebuilds stage 4's trained model from its checkpoint (model code, data, masking)",
 }
 

@@ -21,7 +21,7 @@ from raymmrec.data.synth import SynthConfig
 from raymmrec.errors import ConfigError
 from raymmrec.features.extract import FeaturesConfig, extract_features
 from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
-from raymmrec.recommend import RecommendConfig, recommend
+from raymmrec.recommendations import RecommendConfig, write_recommendations
 from raymmrec.runtime import RayConfig
 from raymmrec.tune.algorithms import check_search_config
 from raymmrec.tune.search import TuneBackbonesConfig, resolve_spaces, tune_backbones
@@ -215,7 +215,7 @@ class Pipeline:
         sub = replace(self._sub(self.cfg.recommend), data=self.records["prepare"].outputs["dataset_dir"],
                       features=tuned["features"], checkpoint=tuned["best_checkpoint"], run_id="",
                       output=str(folder / "recommendations"))
-        path = recommend(sub, self.detail)
+        path = write_recommendations(sub, self.detail)
         return {"recommendations": str(path.resolve()), "model": tuned["best_model"]}
 
 

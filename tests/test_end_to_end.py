@@ -10,7 +10,7 @@ from raymmrec.data.synth import SynthConfig, generate_dataset
 from raymmrec.encoders import load_encoder
 from raymmrec.errors import ConfigError
 from raymmrec.features import read_manifest
-from raymmrec.recommend import RecommendConfig, read_recommendations, recommend
+from raymmrec.recommendations import RecommendConfig, read_recommendations, write_recommendations
 from raymmrec.recsys.checkpoint import load_checkpoint
 from raymmrec.recsys.end_to_end import (EndToEndConfig, encode_all, encode_items, encoder_source, end_to_end_setup,
                                         preprocess_dataset_items, text_plan)
@@ -161,7 +161,7 @@ def test_two_ray_train_workers_under_zero3_train_as_one_process_and_feed_recomme
     _assert_features_are_the_encoders(dataset_dir, state)
 
     # stage 5 on the ETE checkpoint alone: it names its dataset and feature set
-    out = recommend(RecommendConfig(checkpoint=result.best_checkpoint, k=5, cold_k=3, output=str(tmp_path / "recs"),
+    out = write_recommendations(RecommendConfig(checkpoint=result.best_checkpoint, k=5, cold_k=3, output=str(tmp_path / "recs"),
                                     tracking=mlflow_store), out=print)
     data = InteractionData.load(dataset_dir, None)
     table = read_recommendations(out).to_pylist()

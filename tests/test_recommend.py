@@ -4,7 +4,7 @@ import torch
 
 from raymmrec.data.synth import SynthConfig, generate_dataset
 from raymmrec.errors import ConfigError, DataError
-from raymmrec.recommend import RecommendConfig, read_recommendations, recommend
+from raymmrec.recommendations import RecommendConfig, read_recommendations, write_recommendations
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.trainer import TrainerConfig, load_trained_model, train_model
 
@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
 
 def test_recommendations_exclude_train_and_match_model_scores(trained, ray_local, mlflow_store, tmp_path):
     data_dir, ckpt, data = trained
-    out = recommend(RecommendConfig(data=str(data_dir), checkpoint=ckpt, k=5, cold_k=3, output=str(tmp_path / "recs"),
+    out = write_recommendations(RecommendConfig(data=str(data_dir), checkpoint=ckpt, k=5, cold_k=3, output=str(tmp_path / "recs"),
                                     batch_users=64, tracking=mlflow_store), out=lambda s: None)
     table = read_recommendations(out)
     assert table.num_rows == data.n_users
@@ -45,7 +45,7 @@ def test_recommendations_exclude_train_and_match_model_scores(trained, ray_local
 def test_cold_start_list_finds_held_out_cold_items_better_than_chance(trained, ray_local, mlflow_store, tmp_path):
     data_dir, ckpt, data = trained
     k = 10
-    out = recommend(RecommendConfig(data=str(data_dir), checkpoint=ckpt, k=5, cold_k=k, output=str(tmp_path / "r"),
+    out = write_recommendations(RecommendConfig(data=str(data_dir), checkpoint=ckpt, k=5, cold_k=k, output=str(tmp_path / "r"),
                                     tracking=mlflow_store), out=lambda s: None)
     table = read_recommendations(out).to_pylist()
     cold = data.cold_items
@@ -65,6 +65,6 @@ def test_cold_start_list_finds_held_out_cold_items_better_than_chance(trained, r
 def test_recommend_bad_input(trained, tmp_path):
     data_dir, _, _ = trained
     with pytest.raises(ConfigError, match="checkpoint"):
-        recommend(RecommendConfig(data=str(data_dir)))
+        write_recommendations(RecommendConfig(data=str(data_dir)))
     with pytest.raises(DataError, match="does not exist"):
-        recommend(RecommendConfig(data=str(data_dir), checkpoint=str(tmp_path / "none.pt")))
+        write_recommendations(RecommendConfig(data=str(data_dir), checkpoint=str(tmp_path / "none.pt")))

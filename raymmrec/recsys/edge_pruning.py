@@ -40,7 +40,7 @@ def pruned_adjacency(edges: torch.Tensor, n_users: int, n_items: int) -> torch.T
 
 
 class DegreePrunedGraph:
-    """Mixin of a Recommender whose config has `dropout`: `norm_adj`, the training edges, and each epoch a
+    """Mixin of a Backbone whose config has `dropout`: `norm_adj`, the training edges, and each epoch a
     `masked_adj` with that share of the edges pruned (FREEDOM, LayerGCN, MMGCF, PGL)."""
 
     n_users: int

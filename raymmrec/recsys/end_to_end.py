@@ -25,7 +25,7 @@ from raymmrec.errors import ConfigError, DataError
 from raymmrec.item_preprocess import IMAGE_OK, ITEM_COLUMNS, TextPlan, preprocess_items
 from raymmrec.item_text import BEIT3_TEXT_FIELDS, CLIP_TEXT_FIELDS
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.recommender import Recommender
+from raymmrec.recsys.backbone import Backbone
 from raymmrec.recsys.sampling import Batch
 
 RAY_ONLY_FIELDS = ("cpus_per_worker", "use_gpu", "max_failures", "storage_path")
@@ -140,10 +140,10 @@ class BatchEncoder(nn.Module):
         self.encoder.prepare_for_zero3()
 
 
-class EndToEndRecommender(Recommender):
+class EndToEndBackbone(Backbone):
     """A backbone and its encoder as one module: the trainer's loss reaches the encoder through the item features."""
 
-    def __init__(self, backbone: Recommender, encoder: MultimodalEncoder, inputs: ItemInputs, data: InteractionData,
+    def __init__(self, backbone: Backbone, encoder: MultimodalEncoder, inputs: ItemInputs, data: InteractionData,
                  encoder_lr: float) -> None:
         super().__init__(backbone.config, data)
         self.backbone, self.encoder, self.encoder_lr = backbone, encoder, encoder_lr
@@ -209,9 +209,9 @@ class EndToEndRecommender(Recommender):
         return self.backbone.final_embeddings()
 
 
-def check_end_to_end(data: InteractionData, model_cls: type[Recommender]) -> None:
+def check_end_to_end(data: InteractionData, model_cls: type[Backbone]) -> None:
     """Fail early when the model cannot be trained end to end or the data has no items table."""
-    if model_cls.set_item_features is Recommender.set_item_features:
+    if model_cls.set_item_features is Backbone.set_item_features:
         raise ConfigError(f"model '{model_cls.name}' does not support paradigm=ete (it has no set_item_features; "
                           f"supported: vbpr, mmgcn)")
     if not data.source or not (Path(data.source) / schema.ITEMS_FILE).is_file():
@@ -220,7 +220,7 @@ def check_end_to_end(data: InteractionData, model_cls: type[Recommender]) -> Non
 
 
 def end_to_end_setup(cfg: EndToEndConfig, data: InteractionData,
-                     model_cls: type[Recommender]) -> tuple[InteractionData, Any]:
+                     model_cls: type[Backbone]) -> tuple[InteractionData, Any]:
     """(data with the encoder's initial features, the trainer's `wrap_model`) for `paradigm=ete` on a dataset dir."""
     check_end_to_end(data, model_cls)
     source = encoder_source(cfg)
@@ -228,7 +228,7 @@ def end_to_end_setup(cfg: EndToEndConfig, data: InteractionData,
     inputs = preprocess_dataset_items(data.source, source.config, text_plan(cfg, source.config.kind), data.n_items)
     ete_data = with_encoded_features(data, encoder, inputs)
 
-    def wrap_model(backbone: Recommender) -> Recommender:
-        return EndToEndRecommender(backbone, encoder, inputs, ete_data, cfg.encoder_lr)
+    def wrap_model(backbone: Backbone) -> Backbone:
+        return EndToEndBackbone(backbone, encoder, inputs, ete_data, cfg.encoder_lr)
 
     return ete_data, wrap_model

@@ -10,7 +10,7 @@ from raymmrec import tracking
 from raymmrec.config import config_hash
 from raymmrec.recsys.end_to_end import EndToEndConfig, check_end_to_end, end_to_end_setup
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.trainer import TrainerConfig, TrainResult, load_trained_model, train_model
 from raymmrec.runtime import RayConfig
 
@@ -23,7 +23,7 @@ class FixedFeatures:
 
     name = "pt"
 
-    def prepare(self, data: InteractionData, model_cls: type[Recommender], model_cfg: ModelConfig,
+    def prepare(self, data: InteractionData, model_cls: type[Backbone], model_cfg: ModelConfig,
                 out: Out) -> InteractionData:
         """The data the run trains on (checked for the model)."""
         model_cls.check_data(model_cfg, data)
@@ -50,7 +50,7 @@ class EndToEndLocal(FixedFeatures):
 
     def __init__(self, cfg: EndToEndConfig) -> None:
         self.cfg = cfg
-        self.wrap_model: Callable[[Recommender], Recommender] | None = None
+        self.wrap_model: Callable[[Backbone], Backbone] | None = None
 
     def prepare(self, data, model_cls, model_cfg, out):
         out(f"end-to-end: preprocessing {data.n_items} items and encoding them with the initial encoder")

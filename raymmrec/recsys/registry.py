@@ -1,4 +1,4 @@
-"""Model registry: `@register_model("name")` on a Recommender subclass in raymmrec/recsys/models/<name>.py."""
+"""Model registry: `@register_model("name")` on a Backbone subclass in raymmrec/recsys/models/<name>.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 from raymmrec.config import from_dict, to_dict
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.recommender import SEARCH_KINDS, ModelConfig, Recommender
+from raymmrec.recsys.backbone import SEARCH_KINDS, ModelConfig, Backbone
 
 _REGISTRY: dict[str, "ModelSpec"] = {}
 _MODELS_PACKAGE = "raymmrec.recsys.models"
@@ -20,7 +20,7 @@ class ModelSpec:
     """A registered backbone: its name, module class and config dataclass."""
 
     name: str
-    model_cls: type[Recommender]
+    model_cls: type[Backbone]
 
     @property
     def config_cls(self) -> type[ModelConfig]:
@@ -38,7 +38,7 @@ class ModelSpec:
         """The config's search space, checked against its fields."""
         return check_search_space(self.config_cls, self.config_cls.search_space(), self.name)
 
-    def build(self, config: ModelConfig | Mapping[str, Any] | None, data: InteractionData) -> Recommender:
+    def build(self, config: ModelConfig | Mapping[str, Any] | None, data: InteractionData) -> Backbone:
         """Check `data` and construct the model."""
         cfg = self.make_config(config)
         self.model_cls.check_data(cfg, data)
@@ -62,13 +62,13 @@ def check_search_space(config_cls: type, space: Mapping[str, Any], owner: str) -
     return out
 
 
-def register_model(name: str) -> Callable[[type[Recommender]], type[Recommender]]:
-    """Class decorator adding a Recommender subclass to the registry under `name`."""
+def register_model(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
+    """Class decorator adding a Backbone subclass to the registry under `name`."""
     key = name.lower()    # names are case-insensitive: get_model looks them up lowercased
 
-    def decorator(cls: type[Recommender]) -> type[Recommender]:
-        if not (isinstance(cls, type) and issubclass(cls, Recommender)):
-            raise TypeError(f"@register_model('{name}') must decorate a Recommender subclass")
+    def decorator(cls: type[Backbone]) -> type[Backbone]:
+        if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+            raise TypeError(f"@register_model('{name}') must decorate a Backbone subclass")
         if key in _REGISTRY and _REGISTRY[key].model_cls.__qualname__ != cls.__qualname__:
             raise ValueError(f"model name '{name}' is already registered by {_REGISTRY[key].model_cls.__module__}")
         cls.name = key
@@ -96,6 +96,6 @@ def get_model(name: str) -> ModelSpec:
     return _REGISTRY[key]
 
 
-def build_model(name: str, config: ModelConfig | Mapping[str, Any] | None, data: InteractionData) -> Recommender:
+def build_model(name: str, config: ModelConfig | Mapping[str, Any] | None, data: InteractionData) -> Backbone:
     """Construct registered model `name` with `config` (dataclass or overrides) on `data`."""
     return get_model(name).build(config, data)

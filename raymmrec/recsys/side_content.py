@@ -5,13 +5,13 @@ import torch
 
 from raymmrec.recsys.alignment_losses import cosine_info_nce, half_squared_l2
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
-from raymmrec.recsys.recommender import Recommender
+from raymmrec.recsys.backbone import Backbone
 from raymmrec.recsys.sampling import Batch
 
 NCE_TEMPERATURE = 0.2   # hard-coded in MMRec's MGCN / SMORE calculate_loss (MGCN's `tau = 0.5` is unused)
 
 
-class SideContentRecommender(Recommender):
+class SideContentBackbone(Backbone):
     """Subclasses implement `_forward() -> (side, content)`; the config has reg_weight and cl_loss.
 
     Loss: BPR on content + side, reg_weight · ½‖u, i⁺, i⁻‖² / batch size, and cl_loss · the cosine InfoNCE of

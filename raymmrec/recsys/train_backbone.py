@@ -14,7 +14,7 @@ from raymmrec.errors import ConfigError
 from raymmrec.recsys.end_to_end import EndToEndConfig
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.paradigms import paradigm_for
-from raymmrec.recsys.recommender import Recommender
+from raymmrec.recsys.backbone import Backbone
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.report import epoch_line, learning_curve, metric_rows, result_table
 from raymmrec.recsys.trainer import TrainerConfig, TrainResult, check_trainer_config, run_hash, with_model_defaults
@@ -55,7 +55,7 @@ def check_config(cfg: TrainBackboneConfig) -> None:
     spec = get_model(cfg.model)
     spec.make_config(cfg.params)
     check_trainer_config(with_model_defaults(spec.model_cls, cfg.trainer))
-    if cfg.paradigm == "ete" and spec.model_cls.set_item_features is Recommender.set_item_features:
+    if cfg.paradigm == "ete" and spec.model_cls.set_item_features is Backbone.set_item_features:
         raise ConfigError(f"model '{spec.name}' does not support paradigm=ete (it has no set_item_features)")
 
 

@@ -18,7 +18,7 @@ from raymmrec.recsys.checkpoint import BEST, load_checkpoint, resumable_state, s
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.metrics import evaluate_splits
 from raymmrec.recsys.mirror_gradient import MirrorGradient
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import get_model
 from raymmrec.recsys.sampling import BPRSampler
 
@@ -70,7 +70,7 @@ class TrainResult:
     seconds: float
     checkpoint_dir: str | None = None
     best_checkpoint: str | None = None
-    model: Recommender | None = field(default=None, repr=False, compare=False)
+    model: Backbone | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         """The result without history and model (for logs and Tune)."""
@@ -124,7 +124,7 @@ def run_hash(model_name: str, model_cfg: ModelConfig, trainer_cfg: TrainerConfig
     return config_hash(ident)
 
 
-def with_model_defaults(model_cls: type[Recommender], cfg: TrainerConfig) -> TrainerConfig:
+def with_model_defaults(model_cls: type[Backbone], cfg: TrainerConfig) -> TrainerConfig:
     """`cfg` with every field left unset (None) filled by the model's `trainer_defaults`, else GLOBAL_DEFAULTS."""
     wrong = sorted(set(model_cls.trainer_defaults) - set(GLOBAL_DEFAULTS))
     if wrong:
@@ -140,7 +140,7 @@ def with_model_defaults(model_cls: type[Recommender], cfg: TrainerConfig) -> Tra
 def train_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
                 data: InteractionData | Any, report: ReportFn | None = None,
                 checkpoint_dir: str | Path | None = None, resume: bool = True,
-                wrap_model: Callable[[Recommender], Recommender] | None = None) -> TrainResult:
+                wrap_model: Callable[[Backbone], Backbone] | None = None) -> TrainResult:
     """Train registered model `model_name` on `data` (InteractionData or its Ray ObjectRef).
 
     After every epoch `report(record)` gets a flat dict: epoch, train_loss, lr, train/eval/seconds,
@@ -241,7 +241,7 @@ class TrainingProgress:
         self.stopper = EarlyStopping(self.cfg.patience, saved["early_stopping"]["best"], saved["early_stopping"]["bad"])
 
     def result(self, model_name: str, model_cfg: ModelConfig, checkpoint_dir: Path | None, best: Path | None,
-               model: Recommender | None) -> TrainResult:
+               model: Backbone | None) -> TrainResult:
         """The TrainResult of the run (a resumed run that had already run all its epochs counts as finished)."""
         st = self.state
         if st["stop_reason"] is None:
@@ -254,7 +254,7 @@ class TrainingProgress:
 
 
 def build_model(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
-                data: InteractionData, wrap_model: Callable[[Recommender], Recommender] | None = None):
+                data: InteractionData, wrap_model: Callable[[Backbone], Backbone] | None = None):
     """(spec, config, model on the trainer's device), seeded so every process builds the same initial weights."""
     spec = get_model(model_name)
     cfg = spec.make_config(model_cfg)
@@ -272,7 +272,7 @@ def epoch_lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
 
 def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, trainer_cfg: TrainerConfig,
            data: InteractionData, report: ReportFn | None, checkpoint_dir: str | Path | None,
-           resume: bool, wrap_model: Callable[[Recommender], Recommender] | None = None) -> TrainResult:
+           resume: bool, wrap_model: Callable[[Backbone], Backbone] | None = None) -> TrainResult:
     spec, cfg, model = build_model(model_name, model_cfg, trainer_cfg, data, wrap_model)
     device = model.device
     optimizer = adam_optimizer(model.param_groups(trainer_cfg.lr), trainer_cfg)
@@ -325,7 +325,7 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
     return progress.result(spec.name, cfg, ckpt_dir, best_path, model)
 
 
-def fit_epochs(progress: TrainingProgress, model: Recommender, train_epoch: Callable[[int], float],
+def fit_epochs(progress: TrainingProgress, model: Backbone, train_epoch: Callable[[int], float],
                scheduler: Any, optimizer: torch.optim.Optimizer,
                evaluate: Callable[[], Mapping[str, Mapping[str, float]] | None],
                after_epoch: Callable[[dict[str, Any]], None], checkpoint_dir: str | None = None) -> None:
@@ -357,7 +357,7 @@ def adam_optimizer(params: list[dict[str, Any]], cfg: TrainerConfig) -> torch.op
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _train_epoch(model: Recommender, sampler: BPRSampler, optimizer: torch.optim.Optimizer,
+def _train_epoch(model: Backbone, sampler: BPRSampler, optimizer: torch.optim.Optimizer,
                  mirror: MirrorGradient | None = None) -> float:
     """One pass over the shuffled training batches; the mean loss, or NaN at the first non-finite loss."""
     total, n_batches = 0.0, 0
@@ -391,7 +391,7 @@ def check_trainer_config(cfg: TrainerConfig) -> None:
 
 
 def load_trained_model(checkpoint: str | Path, data: InteractionData | Any,
-                       device: str = "cpu") -> Recommender:
+                       device: str = "cpu") -> Backbone:
     """Rebuild the model saved in a training checkpoint (best.pt / last.pt) on `data`, in eval mode."""
     state = load_checkpoint(checkpoint, resolve_device(device))
     data = InteractionData.resolve(data)

@@ -26,7 +26,9 @@ class SearchConfig:
     scheduler: Scheduler = "asha"
     grace_period: int = 2                  # epochs every trial gets before the first rung
     reduction_factor: float = 3.0          # 1/rf of a rung's trials go on to the next
-    cpus_per_trial: float = 0.5
+    # one CPU a trial: a trial trains with one thread, and fewer concurrent trials reuse their actors
+    # (one process start per slot instead of per trial) — measured 35 s vs 65 s for the default pipeline's search
+    cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 0         # 0: as many as the resources allow
     seed: int = 0                          # sampling seed of the search algorithm

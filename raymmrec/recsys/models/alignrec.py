@@ -25,7 +25,7 @@ from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
@@ -65,7 +65,7 @@ def fused_knn_graph(data: InteractionData, k: int, block_rows: int = 2048, metho
 
 
 @register_model("alignrec")
-class AlignRec(Recommender):
+class AlignRec(Backbone):
     """LightGCN ID branch + content-gated ID embeddings smoothed on the feature kNN graph, three alignments."""
 
     Config = AlignRecConfig

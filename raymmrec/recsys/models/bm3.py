@@ -12,7 +12,7 @@ from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_un
 from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import emb_loss
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -33,7 +33,7 @@ class BM3Config(ModelConfig):
 
 
 @register_model("bm3")
-class BM3(Recommender):
+class BM3(Backbone):
     """LightGCN online views predicted onto dropout-perturbed target views of users, items and modalities."""
 
     Config = BM3Config

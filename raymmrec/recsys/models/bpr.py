@@ -8,7 +8,7 @@ from torch import nn
 
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_loss, dot_scores, emb_loss
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -25,7 +25,7 @@ class BPRConfig(ModelConfig):
 
 
 @register_model("bpr")
-class BPR(Recommender):
+class BPR(Backbone):
     """Matrix factorisation trained with BPR."""
 
     Config = BPRConfig

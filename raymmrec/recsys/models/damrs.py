@@ -24,7 +24,7 @@ from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair
@@ -110,7 +110,7 @@ def neighbour_discrimination(emb: torch.Tensor, all_emb: torch.Tensor, multi: to
 
 
 @register_model("damrs")
-class DAMRS(Recommender):
+class DAMRS(Backbone):
     """LightGCN plus denoised modality / behaviour item views, trained with DA-MRS's denoising objectives."""
 
     Config = DAMRSConfig

@@ -22,7 +22,7 @@ from torch import nn
 from raymmrec.recsys.graphs import sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 from raymmrec.recsys.user_graph import neighbour_weight_tensors, sample_user_neighbours, user_cooccurrence_topk
@@ -45,7 +45,7 @@ class DualGNNConfig(ModelConfig):
 
 
 @register_model("dualgnn")
-class DualGNN(Recommender):
+class DualGNN(Backbone):
     """Modality GCNs with learned per-user modality weights and co-occurrence user smoothing."""
 
     Config = DualGNNConfig

@@ -11,7 +11,7 @@ from raymmrec.recsys.edge_pruning import DegreePrunedGraph
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -46,7 +46,7 @@ def modality_weights(modalities: list[str], image_weight: float) -> dict[str, fl
 
 
 @register_model("freedom")
-class FREEDOM(DegreePrunedGraph, Recommender):
+class FREEDOM(DegreePrunedGraph, Backbone):
     """Item–item kNN smoothing of ID embeddings plus LightGCN; modality BPR terms weighted by reg_weight."""
 
     Config = FREEDOMConfig

@@ -23,7 +23,7 @@ from raymmrec.recsys.graphs import bipartite_adjacency
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import stacked_bpr_with_id_reg
 from raymmrec.recsys.modal_branches import VISUAL, mmrec_modality_order
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -41,7 +41,7 @@ class GRCNConfig(ModelConfig):
 
 
 @register_model("grcn")
-class GRCN(Recommender):
+class GRCN(Backbone):
     """Graph-refined convolution: modality attention prunes and weights the user–item edges."""
 
     Config = GRCNConfig

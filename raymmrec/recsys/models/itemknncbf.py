@@ -11,7 +11,7 @@ from torch import nn
 
 from raymmrec.errors import ConfigError
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -48,7 +48,7 @@ def shrunk_cosine_topk_graph(features: np.ndarray, k: int, shrink: float, block_
 
 
 @register_model("itemknncbf")
-class ItemKNNCBF(Recommender):
+class ItemKNNCBF(Backbone):
     """Scores are the sparse product R · S, built once; nothing is learned (one epoch, as MMRec's yaml)."""
 
     Config = ItemKNNCBFConfig

@@ -18,7 +18,7 @@ from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_un
 from raymmrec.recsys.graphs import normalized_adjacency, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 from raymmrec.recsys.sparse_item_graphs import EdgeGraph, csr_pair, learned_knn_graph, register_csr_pair
@@ -43,7 +43,7 @@ class LATTICEConfig(ModelConfig):
 
 
 @register_model("lattice")
-class LATTICE(Recommender):
+class LATTICE(Backbone):
     """ID embeddings smoothed over a learned + frozen multimodal item graph, plus LightGCN on G-rw+I."""
 
     Config = LATTICEConfig

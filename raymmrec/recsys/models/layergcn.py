@@ -13,7 +13,7 @@ from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import dot_scores
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -33,7 +33,7 @@ class LayerGCNConfig(ModelConfig):
 
 
 @register_model("layergcn")
-class LayerGCN(DegreePrunedGraph, Recommender):
+class LayerGCN(DegreePrunedGraph, Backbone):
     """ID-only: E^{l+1} = cos(ÂE^l, E^0) ⊙ ÂE^l, readout Σ_{l≥1} E^l; summed BPR plus ½‖E^0‖² of the batch."""
 
     Config = LayerGCNConfig

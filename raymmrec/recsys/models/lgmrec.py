@@ -18,7 +18,7 @@ from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores, emb_loss
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -66,7 +66,7 @@ def contrastive_sum(anchors: torch.Tensor, positives: torch.Tensor, candidates: 
 
 
 @register_model("lgmrec")
-class LGMRec(Recommender):
+class LGMRec(Backbone):
     """e = CGE + Σ_m norm(MGE_m) + alpha · norm(Σ_m GHE_m); BPR + cl_weight · hypergraph InfoNCE + reg_weight · L2."""
 
     Config = LGMRecConfig

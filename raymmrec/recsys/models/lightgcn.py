@@ -9,7 +9,7 @@ from torch import nn
 from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_loss, dot_scores, emb_loss
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -27,7 +27,7 @@ class LightGCNConfig(ModelConfig):
 
 
 @register_model("lightgcn")
-class LightGCN(Recommender):
+class LightGCN(Backbone):
     """Linear propagation of ID embeddings over the symmetric-normalised user–item graph."""
 
     Config = LightGCNConfig

@@ -16,9 +16,9 @@ from raymmrec.recsys.approximate_knn import KnnMethod
 from raymmrec.recsys.embedding_tables import trainable_feature_tables, xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.recommender import ModelConfig
+from raymmrec.recsys.backbone import ModelConfig
 from raymmrec.recsys.registry import register_model
-from raymmrec.recsys.side_content import SideContentRecommender
+from raymmrec.recsys.side_content import SideContentBackbone
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
 
 
@@ -46,7 +46,7 @@ def gate(d: int) -> nn.Sequential:
 
 
 @register_model("mgcn")
-class MGCN(SideContentRecommender):
+class MGCN(SideContentBackbone):
     """ID LightGCN view plus per-modality item–item views of purified ID embeddings, fused by attention."""
 
     Config = MGCNConfig

@@ -15,7 +15,7 @@ from raymmrec.recsys.graphs import lightgcn_propagate
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -39,7 +39,7 @@ class MMGCFConfig(ModelConfig):
 
 
 @register_model("mmgcf")
-class MMGCF(DegreePrunedGraph, Recommender):
+class MMGCF(DegreePrunedGraph, Backbone):
     """Users: LightGCN. Items: fuse(LightGCN item, W_m f_m for each modality m). Log-sigmoid BPR + ID L2."""
 
     Config = MMGCFConfig

@@ -38,7 +38,7 @@ from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import dot_scores
 from raymmrec.recsys.modal_branches import (apply_weight_decay, info_nce, mmrec_modality_order,
                                             shared_user_lightgcn, xavier_linear)
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -96,7 +96,7 @@ class EdgeDropout(nn.Module):
 
 
 @register_model("mmgcl")
-class MMGCL(Recommender):
+class MMGCL(Backbone):
     """Modality LightGCN branches trained with BPR plus edge-dropout / modality-masking contrast."""
 
     Config = MMGCLConfig

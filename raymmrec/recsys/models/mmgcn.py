@@ -20,7 +20,7 @@ from raymmrec.recsys.graphs import bipartite_adjacency, sparse_mm, to_torch_csr
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import stacked_bpr_with_id_reg
 from raymmrec.recsys.modal_branches import VISUAL, mmrec_modality_order
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -81,7 +81,7 @@ class ModalityGCN(nn.Module):
 
 
 @register_model("mmgcn")
-class MMGCN(Recommender):
+class MMGCN(Backbone):
     """Modality-specific message passing with an (untrained) ID embedding added in every layer."""
 
     Config = MMGCNConfig

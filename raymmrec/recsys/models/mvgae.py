@@ -24,7 +24,7 @@ from torch import nn
 from raymmrec.recsys.graphs import normalized_adjacency, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair
@@ -108,7 +108,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 @register_model("mvgae")
-class MVGAE(Recommender):
+class MVGAE(Backbone):
     """Variational modality and collaborative GCN encoders fused by products of experts."""
 
     Config = MVGAEConfig

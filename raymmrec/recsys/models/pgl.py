@@ -27,7 +27,7 @@ from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_logsigmoid_loss, dot_scores
 from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.models.freedom import modality_weights
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair
@@ -55,7 +55,7 @@ class PGLConfig(ModelConfig):
 
 
 @register_model("pgl")
-class PGL(Recommender):
+class PGL(Backbone):
     """Per-modality user tables and projected item features on a pruned principal subgraph plus an item kNN graph."""
 
     Config = PGLConfig

@@ -12,7 +12,7 @@ from torch import nn
 from raymmrec.recsys.embedding_tables import xavier_uniform_table
 from raymmrec.recsys.graphs import lightgcn_propagate, to_scipy_csr
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -42,7 +42,7 @@ def _transpose_order(adj: torch.Tensor) -> torch.Tensor:
 
 
 @register_model("selfcf")
-class SelfCF(Recommender):
+class SelfCF(Backbone):
     """Online u, i from LightGCN; loss −cos(P(u), sg(drop(i)))/2 − cos(P(i), sg(drop(u)))/2 + ½‖u, i‖²;
     score P(u)·i + u·P(i)."""
 

@@ -21,7 +21,7 @@ from torch import nn
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import (apply_weight_decay, info_nce, mmrec_modality_order,
                                             shared_user_lightgcn, xavier_linear)
-from raymmrec.recsys.recommender import ModelConfig, Recommender
+from raymmrec.recsys.backbone import ModelConfig, Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -42,7 +42,7 @@ class SLMRecConfig(ModelConfig):
 
 
 @register_model("slmrec")
-class SLMRec(Recommender):
+class SLMRec(Backbone):
     """Modality LightGCN branches fused linearly; contrastive main loss plus fine-and-coarse alignment."""
 
     Config = SLMRecConfig

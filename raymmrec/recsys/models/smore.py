@@ -21,9 +21,9 @@ from raymmrec.recsys.graphs import lightgcn_propagate, sparse_mm
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.modal_branches import mmrec_modality_order
 from raymmrec.recsys.models.mgcn import gate
-from raymmrec.recsys.recommender import ModelConfig
+from raymmrec.recsys.backbone import ModelConfig
 from raymmrec.recsys.registry import register_model
-from raymmrec.recsys.side_content import SideContentRecommender
+from raymmrec.recsys.side_content import SideContentBackbone
 from raymmrec.recsys.sparse_item_graphs import register_csr_pair, user_item_block
 
 
@@ -72,7 +72,7 @@ def query(d: int) -> nn.Sequential:
 
 
 @register_model("smore")
-class SMORE(SideContentRecommender):
+class SMORE(SideContentBackbone):
     """LightGCN content view plus spectrum-filtered modality and fusion item–item views, gated by preference."""
 
     Config = SMOREConfig

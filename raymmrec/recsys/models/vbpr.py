@@ -10,7 +10,7 @@ from torch import nn
 from raymmrec.recsys.interaction_data import InteractionData
 from raymmrec.recsys.losses import bpr_loss, dot_scores, emb_loss
 from raymmrec.recsys.models.bpr import BPRConfig
-from raymmrec.recsys.recommender import Recommender
+from raymmrec.recsys.backbone import Backbone
 from raymmrec.recsys.registry import register_model
 from raymmrec.recsys.sampling import Batch
 
@@ -21,7 +21,7 @@ class VBPRConfig(BPRConfig):
 
 
 @register_model("vbpr")
-class VBPR(Recommender):
+class VBPR(Backbone):
     """BPR-MF whose item vectors append a linear projection of the (frozen) item features."""
 
     Config = VBPRConfig

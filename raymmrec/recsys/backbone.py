@@ -26,7 +26,7 @@ class ModelConfig:
         return {}
 
 
-class Recommender(nn.Module):
+class Backbone(nn.Module):
     """A backbone: `loss(batch)` for training, `full_scores(users)` for full-ranking evaluation.
 
     Subclasses set `Config`, build their parameters from `(config, data)`, implement `loss` and either
@@ -89,7 +89,7 @@ class Recommender(nn.Module):
         user_e, item_e = self._eval_cache
         return user_e[users] @ item_e.T
 
-    def train(self, mode: bool = True) -> "Recommender":
+    def train(self, mode: bool = True) -> "Backbone":
         # Switching mode (the trainer's model.eval() / model.train()) starts a fresh evaluation cache.
         self._eval_cache = None
         return super().train(mode)

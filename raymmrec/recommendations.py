@@ -148,7 +148,7 @@ def trained_on(cfg: RecommendConfig, checkpoint: str) -> tuple[str, str]:
     return data_dir, state.get("feature_set") or cfg.features
 
 
-def recommend(cfg: RecommendConfig, out: Callable[[str], None] = print) -> Path:
+def write_recommendations(cfg: RecommendConfig, out: Callable[[str], None] = print) -> Path:
     """Write top-K recommendations for every user to `<output>/` as Parquet; returns that folder."""
     import ray
 
