@@ -117,21 +117,3 @@ def test_unknown_source_is_a_one_line_data_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="no items.parquet, .jsonl"):
         detect_format(str(tmp_path))
-
-
-def test_small_dataset_dir_read_in_the_driver_equals_the_distributed_read(ray_local, tmp_path):
-    from raymmrec.data.synth import SynthConfig, generate_dataset
-    from raymmrec.pretrain.pairs import _small_items_in_driver, read_raw_pairs
-
-    ds = generate_dataset(SynthConfig(size="tiny", seed=3), tmp_path / "tiny")
-    cfg = PairDataConfig(source=str(ds.root), preprocess_batch_size=50)
-    driver = _small_items_in_driver(cfg)
-    assert driver is not None and driver.num_blocks() == -(-driver.count() // 50)
-
-    def rows(d):
-        return sorted((r["key"], r["text"], r["image"]) for r in d.take_all())
-
-    assert rows(driver) == rows(read_raw_pairs(cfg))
-    # line files (size unknown until read) keep the distributed read
-    (tmp_path / "pairs.jsonl").write_text("{}\n")
-    assert _small_items_in_driver(PairDataConfig(source=str(tmp_path / "pairs.jsonl"))) is None

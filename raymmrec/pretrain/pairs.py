@@ -20,7 +20,6 @@ from raymmrec.errors import DataError
 from raymmrec.item_preprocess import decode_image, image_bytes, preprocess_for
 from raymmrec.item_text import TEXT_FIELDS, item_text
 
-SMALL_SET_ROWS = 20_000   # a set this small is cheap to read in the driver and hold once in the object store
 IGNORE = -100          # MLM label of positions that are not predicted (torch's cross_entropy default)
 _WDS_IMAGE_EXT = ("jpg", "jpeg", "png", "webp")
 
@@ -107,21 +106,6 @@ def read_raw_pairs(cfg: PairDataConfig):
     ds = ray.data.read_webdataset(files, decoder=None, include_paths=False)
     return ds.map_batches(_wds_to_raw, fn_kwargs={"fields": fields}, batch_format="pyarrow",
                           num_cpus=cfg.preprocess_cpus)
-
-
-def _small_items_in_driver(cfg: PairDataConfig):
-    """A small dataset dir's pairs read here, in blocks of `preprocess_batch_size` (None for other sources): three
-    read tasks would each start a worker process for a table that reads in well under a second."""
-    import pyarrow.parquet as pq
-    import ray.data
-
-    fmt, files = detect_format(cfg.source)
-    if fmt != "items" or cfg.format not in ("auto", fmt) or not 0 < (source_rows(cfg.source) or 0) <= SMALL_SET_ROWS:
-        return None
-    cols = ["item", "asin", "title", "brand", "categories", "description", "image", "image_bytes"]
-    raw = _items_to_raw(pq.read_table(files[0], columns=cols), str(Path(files[0]).parent), list(cfg.text_fields))
-    step = max(1, cfg.preprocess_batch_size)
-    return ray.data.from_arrow([raw.slice(i, step) for i in range(0, raw.num_rows, step)])
 
 
 def _raw_table(keys: list[str], texts: list[str], images: list[bytes | None]):
@@ -246,12 +230,11 @@ def _count_drops(counter: str, drops: dict[str, int]) -> None:
 
 def pair_dataset(cfg: PairDataConfig, encoder: EncoderConfig, masks: MaskSpec | None, counter: str | None = None):
     """The full streaming pipeline: raw pairs → model-ready columns, in CPU tasks."""
+    ds = read_raw_pairs(cfg)
     if cfg.repeat > 1:
         # union of a materialised dataset only concatenates block references: no re-read, one execution
-        once = _small_items_in_driver(cfg) or read_raw_pairs(cfg).materialize()
+        once = ds.materialize()
         ds = once.union(*([once] * (cfg.repeat - 1)))
-    else:
-        ds = read_raw_pairs(cfg)
     ds = ds.map_batches(
         encode_pairs, batch_size=cfg.preprocess_batch_size, batch_format="numpy", num_cpus=cfg.preprocess_cpus,
         fn_kwargs={"encoder": encoder, "masks": masks, "augment": cfg.augment, "mask_seed": cfg.mask_seed,

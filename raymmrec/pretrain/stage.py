@@ -15,8 +15,8 @@ from raymmrec.default_dataset import default_dataset_dir
 from raymmrec.encoders import Beit3Config, ClipConfig, EncoderConfig, create_encoder, create_preprocess, save_encoder
 from raymmrec.errors import ConfigError, RaymmrecError
 from raymmrec.pretrain.objectives import LossConfig, objective_parts
-from raymmrec.pretrain.pairs import (SMALL_SET_ROWS, MaskSpec, PairDataConfig, create_drop_counter, detect_format,
-                                     pair_dataset, source_rows)
+from raymmrec.pretrain.pairs import (MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset,
+                                     source_rows)
 from raymmrec.runtime import RayConfig, init_ray, torch_trainer_settings
 from raymmrec.tracking import TrackingConfig
 
@@ -70,10 +70,13 @@ class PretrainResult:
     seconds: float
 
 
+AUTO_REPEAT_MAX_ROWS = 20_000   # a set this small is cheap to hold once in the object store
+
+
 def auto_repeat(cfg: PretrainConfig) -> int:
     """Passes per dataset epoch so that one Ray Data execution covers the whole run (small, known-size sets only)."""
     rows = source_rows(cfg.data.source)
-    if not rows or rows > SMALL_SET_ROWS:
+    if not rows or rows > AUTO_REPEAT_MAX_ROWS:
         return 1
     needed = cfg.max_steps * cfg.deepspeed.grad_accum * cfg.data.batch_size * cfg.num_workers
     return max(1, min(-(-needed // rows) + 1, 1000))
