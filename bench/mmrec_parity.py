@@ -9,6 +9,8 @@ epoch over the seeds and the relative difference.
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import statistics
 import sys
@@ -23,6 +25,10 @@ from mmrec_runner import run_mmrec, summary_runs, test_metrics_per_seed  # noqa:
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import ConfigError, exit_on_user_error  # noqa: E402
 from raymmrec.recsys.report import format_table  # noqa: E402
+
+
+# MMRec-only settings (no field on our side), passed to MMRec as plain values
+MMREC_ONLY_PARAMS: dict[str, dict[str, Any]] = {"dragon": {"aggr_mode": "add"}}
 
 
 @dataclass
@@ -47,8 +53,7 @@ class ParityConfig:
         "mmgcf": {"n_ui_layers": 2, "reg_weight": 1e-3, "dropout": 0.5, "fusion_mode": "mean", "weighting": "equal"},
         "lgmrec": {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1, "hyper_num": 4, "keep_rate": 0.5,
                    "alpha": 0.3, "cl_weight": 1e-4, "reg_weight": 1e-6}})
-    # MMRec-only settings (no field on our side), passed to MMRec as plain values
-    mmrec_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"dragon": {"aggr_mode": "add"}})
+    mmrec_params: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(MMREC_ONLY_PARAMS))
     seeds: list[int] = field(default_factory=lambda: [999, 1, 2])
     epochs: int = 60
     batch_size: int = 512
@@ -75,7 +80,7 @@ def _mmrec_folder(cfg: ParityConfig) -> Path:
     return folder
 
 
-def write_reference_inputs(cfg: ParityConfig, model: str, folder: Path) -> dict[str, Any]:
+def write_reference_inputs(mmrec_src: str, model: str, folder: Path) -> dict[str, Any]:
     """Files MMRec's constructor reads besides the folder's own (DRAGON's user graph, by MMRec's preprocessing;
     DA-MRS's item graph, by its repo's recipe), and the config keys naming them."""
     from step_parity_new_backbones import write_damrs_item_graph, write_mmrec_user_graph
@@ -84,10 +89,10 @@ def write_reference_inputs(cfg: ParityConfig, model: str, folder: Path) -> dict[
 
     if model == "dragon":
         if not (folder / "user_graph_dict.npy").is_file():
-            write_mmrec_user_graph(InteractionData.from_mmrec_folder(folder), folder, cfg.mmrec_src)
+            write_mmrec_user_graph(InteractionData.from_mmrec_folder(folder), folder, mmrec_src)
         return {"user_graph_dict_file": "user_graph_dict.npy"}
     if model == "damrs" and not (folder / "item_graph_dict_2.npy").is_file():
-        write_damrs_item_graph(InteractionData.from_mmrec_folder(folder), folder, cfg.mmrec_src)
+        write_damrs_item_graph(InteractionData.from_mmrec_folder(folder), folder, mmrec_src)
     return {}
 
 
@@ -102,7 +107,7 @@ def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, di
         fixed.update(cfg.mg)
     config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
               "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()},
-              **fixed, **cfg.mmrec_params.get(model, {}), **write_reference_inputs(cfg, model, folder)}
+              **fixed, **cfg.mmrec_params.get(model, {}), **write_reference_inputs(cfg.mmrec_src, model, folder)}
     mg = "-mg" if cfg.mirror_gradient else ""
     previous = Path(cfg.work) / f"mmrec-{model}{mg}-{folder.name}.out"      # run_mmrec's transcript
     if previous.is_file():

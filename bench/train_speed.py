@@ -24,7 +24,8 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmrec_runner import MMREC_NAMES, epoch_timings, run_mmrec  # noqa: E402  (bench/ is the script's folder)
+from mmrec_parity import MMREC_ONLY_PARAMS, write_reference_inputs  # noqa: E402  (bench/ is the script's folder)
+from mmrec_runner import MMREC_NAMES, epoch_timings, run_mmrec  # noqa: E402
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
 
@@ -136,7 +137,10 @@ def mmrec_timing(cfg: TrainSpeedConfig, size: str, model: str, threads: int) -> 
     config = {"seed": [999], "epochs": cfg.epochs[size], "train_batch_size": 2048,
               "eval_batch_size": cfg.eval_batch_size, "stopping_step": 1000,
               "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
-    run = run_mmrec(cfg.mmrec_src, model, mmrec_folder(size, Path(cfg.work)), config, Path(cfg.work), threads)
+    folder = mmrec_folder(size, Path(cfg.work))
+    # DRAGON's user graph and DA-MRS's item graph are files MMRec's constructors read, made as for the parity bench
+    config.update(**MMREC_ONLY_PARAMS.get(model, {}), **write_reference_inputs(cfg.mmrec_src, model, folder))
+    run = run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work), threads)
     timing = epoch_timings(run.log)
     return {"train_s": timing["train_s"], "eval_s": timing["valid_s"], "peak_rss_gb": run.peak_rss_gb}
 
