@@ -70,6 +70,10 @@ class TrainSpeedConfig:
     sizes: dict[str, list[str]] = field(default_factory=lambda: {
         "baby": ["bpr", "lightgcn", "vbpr", "freedom"], "electronics": ["lightgcn", "freedom"]})
     epochs: dict[str, int] = field(default_factory=lambda: {"baby": 3, "electronics": 2})
+    # size → training batches to time instead of whole epochs (the epoch time extrapolated from them, then one
+    # evaluation): peak memory is reached in the first batches and the evaluation, so a 10×-larger set's
+    # memory is measured in minutes rather than the hours one epoch takes on two cores
+    batches: dict[str, int] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(MMREC_FIRST_GRID))
     work: str = "/tmp/raymmrec-bench"
     num_threads: int = 0                    # 0: torch's default (all cores)
@@ -108,6 +112,8 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = InteractionData.from_mmrec_folder(mmrec_folder(size, Path(cfg.work)))
     load_s = time.perf_counter() - t0
+    if cfg.batches.get(size):
+        return {**time_batches(size, model, cfg, data, cfg.batches[size]), "load_s": load_s}
     records: list[dict] = []
     trainer = TrainerConfig(epochs=cfg.epochs[size], patience=1000, num_threads=cfg.num_threads,
                             eval_batch_size=cfg.eval_batch_size)
@@ -129,6 +135,47 @@ def time_one(size: str, model: str, cfg: TrainSpeedConfig) -> dict[str, Any]:
     if cfg.mmrec_src and model in MMREC_NAMES:
         row["mmrec"] = mmrec_timing(cfg, size, model, threads)
     return row
+
+
+def time_batches(size: str, model_name: str, cfg: TrainSpeedConfig, data: Any, n: int) -> dict[str, Any]:
+    """Build, train `n` batches, evaluate once: extrapolated s/epoch, eval s and peak RSS in this process."""
+    import torch
+
+    from raymmrec.recsys.metrics import evaluate_splits
+    from raymmrec.recsys.sampling import BPRSampler
+    from raymmrec.recsys.trainer import EVAL_SPLITS, TrainerConfig, adam_optimizer, build_model, with_model_defaults
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    trainer = TrainerConfig(batch_size=2048, eval_batch_size=cfg.eval_batch_size)
+    t0 = time.perf_counter()
+    spec, _, model = build_model(model_name, cfg.params.get(model_name, {}), trainer, data)
+    trainer = with_model_defaults(type(model), trainer)
+    build_s = time.perf_counter() - t0
+    sampler = BPRSampler(data, trainer.batch_size, trainer.seed, model.uses_negatives, model.device)
+    done, t1 = 0, time.perf_counter()
+    if model.learns:
+        optimizer = adam_optimizer(model.param_groups(trainer.lr), trainer)
+        model.train()
+        model.pre_epoch(1)
+        for batch in sampler.epoch():
+            optimizer.zero_grad(set_to_none=True)
+            model.loss(batch).backward()
+            optimizer.step()
+            done += 1
+            if done >= n:
+                break
+    per_batch = (time.perf_counter() - t1) / max(done, 1)
+    model.eval()
+    t2 = time.perf_counter()
+    metrics = evaluate_splits(model.full_scores, data, EVAL_SPLITS, trainer.topk, trainer.eval_batch_size,
+                              model.device)
+    eval_s = time.perf_counter() - t2
+    return {"size": size, "model": model_name, "users": data.n_users, "items": data.n_items, "train": data.n_train,
+            "epochs": f"{done}/{len(sampler)} batches", "threads": torch.get_num_threads(),
+            "train_s": per_batch * len(sampler) if done else 0.0, "eval_s": eval_s, "build_s": build_s,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "valid_recall@20": metrics["valid"].get("recall@20")}
 
 
 def mmrec_timing(cfg: TrainSpeedConfig, size: str, model: str, threads: int) -> dict[str, float]:
