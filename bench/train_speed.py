@@ -181,7 +181,8 @@ def time_batches(size: str, model_name: str, cfg: TrainSpeedConfig, data: Any, n
 def mmrec_timing(cfg: TrainSpeedConfig, size: str, model: str, threads: int) -> dict[str, float]:
     """MMRec's median train s/epoch, ONE evaluation's s and peak RSS for `model` on the same folder."""
     params = cfg.params.get(model, {})
-    config = {"seed": [999], "epochs": cfg.epochs[size], "train_batch_size": 2048,
+    # learning_rate pinned to our trainer's: DA-MRS's yaml leaves it a list outside hyper_parameters
+    config = {"seed": [999], "epochs": cfg.epochs[size], "train_batch_size": 2048, "learning_rate": 1e-3,
               "eval_batch_size": cfg.eval_batch_size, "stopping_step": 1000,
               "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
     folder = mmrec_folder(size, Path(cfg.work))
