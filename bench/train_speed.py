@@ -209,7 +209,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                     f"{theirs:.2f}" if mm else "does not fit" if r["model"] in MMREC_DOES_NOT_FIT or dense else "-",
                     f"{theirs / ours:.1f}×" if mm else "-", f"{r['load_s']:.1f}", f"{r['build_s']:.1f}",
                     f"{r['peak_rss_gb']:.2f}", f"{mm[3]:.2f}" if mm else "-"])
-    widths = [max(len(h), *(len(row[i]) for row in out)) for i, h in enumerate(head)]
+    widths = [max([len(h), *(len(row[i]) for row in out)]) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in out]
     return "\n".join(lines)
