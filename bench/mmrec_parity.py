@@ -96,18 +96,28 @@ def write_reference_inputs(mmrec_src: str, model: str, folder: Path) -> dict[str
     return {}
 
 
+def mmrec_run_config(mmrec_src: str, model: str, folder: Path, params: dict[str, Any], *, seeds: list[int],
+                     epochs: int, batch_size: int, lr: float, patience: int,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """MMRec's run config for `model` on `folder` with our hyper-parameters and trainer settings."""
+    # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to our numbers (seed is added by
+    # MMRec); words (MMGCF's fusion_mode) and MMRec-only settings go in as plain values. learning_rate is
+    # always given: DA-MRS's yaml leaves it a list outside hyper_parameters, which MMRec's optimizer refuses.
+    numbers = {k: v for k, v in params.items() if isinstance(v, (int, float))}
+    words = {k: v for k, v in params.items() if k not in numbers}
+    return {"seed": list(seeds), "epochs": epochs, "train_batch_size": batch_size, "learning_rate": lr,
+            "stopping_step": patience, "hyper_parameters": list(numbers), **{k: [v] for k, v in numbers.items()},
+            **words, **MMREC_ONLY_PARAMS.get(model, {}), **(extra or {}),
+            **write_reference_inputs(mmrec_src, model, folder)}
+
+
 def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
     """Train `model` with MMRec over all seeds; its test metrics per seed."""
-    given = cfg.params.get(model, {})
-    # MMRec crosses every key of its yaml's `hyper_parameters`: narrow it to our numbers (seed is added by
-    # MMRec); words (MMGCF's fusion_mode) and Mirror Gradient's settings go in as plain values
-    params = {k: v for k, v in given.items() if isinstance(v, (int, float))}
-    fixed = {k: v for k, v in given.items() if k not in params}
-    if cfg.mirror_gradient:
-        fixed.update(cfg.mg)
-    config = {"seed": cfg.seeds, "epochs": cfg.epochs, "train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
-              "stopping_step": cfg.patience, "hyper_parameters": list(params), **{k: [v] for k, v in params.items()},
-              **fixed, **cfg.mmrec_params.get(model, {}), **write_reference_inputs(cfg.mmrec_src, model, folder)}
+    params = cfg.params.get(model, {})
+    config = mmrec_run_config(cfg.mmrec_src, model, folder, params, seeds=cfg.seeds, epochs=cfg.epochs,
+                              batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+                              extra={**(cfg.mg if cfg.mirror_gradient else {}), **cfg.mmrec_params.get(model, {})})
+    params = {k: v for k, v in params.items() if isinstance(v, (int, float))}
     mg = "-mg" if cfg.mirror_gradient else ""
     previous = Path(cfg.work) / f"mmrec-{model}{mg}-{folder.name}.out"      # run_mmrec's transcript
     if previous.is_file():

@@ -12,6 +12,7 @@ value of each MMRec grid, as in the MMRec measurement of notes/mmrec-speed.md.
 from __future__ import annotations
 
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmrec_parity import MMREC_ONLY_PARAMS, write_reference_inputs  # noqa: E402  (bench/ is the script's folder)
+from mmrec_parity import mmrec_run_config  # noqa: E402  (bench/ is the script's folder)
 from mmrec_runner import MMREC_NAMES, epoch_timings, run_mmrec  # noqa: E402
 from raymmrec.config import load_config  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
@@ -143,7 +144,7 @@ def time_batches(size: str, model_name: str, cfg: TrainSpeedConfig, data: Any, n
 
     from raymmrec.recsys.metrics import evaluate_splits
     from raymmrec.recsys.sampling import BPRSampler
-    from raymmrec.recsys.trainer import EVAL_SPLITS, TrainerConfig, adam_optimizer, build_model
+    from raymmrec.recsys.trainer import EVAL_SPLITS, TrainerConfig, adam_optimizer, build_model, train_epoch
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -154,16 +155,12 @@ def time_batches(size: str, model_name: str, cfg: TrainSpeedConfig, data: Any, n
     sampler = BPRSampler(data, trainer.batch_size, trainer.seed, model.uses_negatives, model.device)
     done, t1 = 0, time.perf_counter()
     if model.learns:
-        optimizer = adam_optimizer(model.param_groups(trainer.lr), trainer)
         model.train()
         model.pre_epoch(1)
-        for batch in sampler.epoch():
-            optimizer.zero_grad(set_to_none=True)
-            model.loss(batch).backward()
-            optimizer.step()
-            done += 1
-            if done >= n:
-                break
+        loss = train_epoch(model, sampler, adam_optimizer(model.param_groups(trainer.lr), trainer), max_batches=n)
+        if not math.isfinite(loss):
+            raise RuntimeError(f"{model_name} at {size}: non-finite training loss in the first {n} batches")
+        done = min(n, len(sampler))
     per_batch = (time.perf_counter() - t1) / max(done, 1)
     model.eval()
     t2 = time.perf_counter()
@@ -179,14 +176,10 @@ def time_batches(size: str, model_name: str, cfg: TrainSpeedConfig, data: Any, n
 
 def mmrec_timing(cfg: TrainSpeedConfig, size: str, model: str, threads: int) -> dict[str, float]:
     """MMRec's median train s/epoch, ONE evaluation's s and peak RSS for `model` on the same folder."""
-    params = cfg.params.get(model, {})
-    # learning_rate pinned to our trainer's: DA-MRS's yaml leaves it a list outside hyper_parameters
-    config = {"seed": [999], "epochs": cfg.epochs[size], "train_batch_size": 2048, "learning_rate": 1e-3,
-              "eval_batch_size": cfg.eval_batch_size, "stopping_step": 1000,
-              "hyper_parameters": list(params), **{k: [v] for k, v in params.items()}}
     folder = mmrec_folder(size, Path(cfg.work))
-    # DRAGON's user graph and DA-MRS's item graph are files MMRec's constructors read, made as for the parity bench
-    config.update(**MMREC_ONLY_PARAMS.get(model, {}), **write_reference_inputs(cfg.mmrec_src, model, folder))
+    config = mmrec_run_config(cfg.mmrec_src, model, folder, cfg.params.get(model, {}), seeds=[999],
+                              epochs=cfg.epochs[size], batch_size=2048, lr=1e-3, patience=1000,
+                              extra={"eval_batch_size": cfg.eval_batch_size})
     run = run_mmrec(cfg.mmrec_src, model, folder, config, Path(cfg.work), threads)
     timing = epoch_timings(run.log)
     return {"train_s": timing["train_s"], "eval_s": timing["valid_s"], "peak_rss_gb": run.peak_rss_gb}

@@ -313,7 +313,7 @@ def _train(model_name: str, model_cfg: ModelConfig | Mapping[str, Any] | None, t
         if report is not None and report(dict(record)) is True and progress.stop_by_report() and ckpt_dir:
             checkpoint(False)
 
-    fit_epochs(progress, model, lambda epoch: _train_epoch(model, sampler, optimizer, mirror), scheduler, optimizer,
+    fit_epochs(progress, model, lambda epoch: train_epoch(model, sampler, optimizer, mirror), scheduler, optimizer,
                evaluate, after_epoch, str(ckpt_dir) if ckpt_dir else None)
 
     best_path = ckpt_dir / BEST if ckpt_dir is not None and (ckpt_dir / BEST).is_file() else None
@@ -357,11 +357,14 @@ def adam_optimizer(params: list[dict[str, Any]], cfg: TrainerConfig) -> torch.op
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _train_epoch(model: Backbone, sampler: BPRSampler, optimizer: torch.optim.Optimizer,
-                 mirror: MirrorGradient | None = None) -> float:
-    """One pass over the shuffled training batches; the mean loss, or NaN at the first non-finite loss."""
+def train_epoch(model: Backbone, sampler: BPRSampler, optimizer: torch.optim.Optimizer,
+                mirror: MirrorGradient | None = None, max_batches: int | None = None) -> float:
+    """One pass over the shuffled training batches (the first `max_batches` of them if given); the mean loss,
+    or NaN at the first non-finite loss."""
     total, n_batches = 0.0, 0
     for index, batch in enumerate(sampler.epoch()):
+        if max_batches is not None and index >= max_batches:
+            break
         optimizer.zero_grad(set_to_none=True)
         loss = model.loss(batch)
         value = loss.item()
