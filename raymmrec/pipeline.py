@@ -31,7 +31,7 @@ SUCCESS = "_SUCCESS.json"
 # Keys that say where things go or how they are watched, not what is computed: left out of stage keys.
 # A stage's input path (`data`, or `data.source` of a data section) is left out too: upstream keys stand for it.
 _PLACEMENT_KEYS = ("tracking", "ray", "out", "output", "storage", "storage_path", "output_dir", "run_name",
-                   "progress", "name", "resume", "log_weights", "export_mmrec", "checkpoint")
+                   "progress", "name", "resume", "log_weights", "export_mmrec", "checkpoint", "placement_strategy")
 
 
 def _default_features() -> FeaturesConfig:

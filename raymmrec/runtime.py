@@ -74,14 +74,18 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 def torch_trainer_settings(name: str, storage: str, num_workers: int, use_gpu: bool, cpus_per_worker: float,
-                           max_failures: int) -> dict[str, Any]:
+                           max_failures: int, placement_strategy: str = "PACK") -> dict[str, Any]:
     """TorchTrainer's scaling, backend and run configs: NCCL on GPU, gloo on CPU, restarts, two checkpoints kept."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
     return {"scaling_config": ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                            resources_per_worker={"CPU": cpus_per_worker}),
+                                            resources_per_worker={"CPU": cpus_per_worker},
+                                            placement_strategy=placement_strategy),
             "torch_config": TorchConfig(backend="nccl" if use_gpu else "gloo"),
             "run_config": RunConfig(name=name, storage_path=storage,
                                     failure_config=FailureConfig(max_failures=max_failures),

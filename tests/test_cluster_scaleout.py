@@ -144,6 +144,10 @@ def test_pipeline_job_submitted_to_the_autoscaling_head(autoscaling_head, tmp_pa
 @pytest.fixture()
 def two_worker_cluster():
     """ray.cluster_utils.Cluster: a head with no CPUs and two 1-CPU workers, on private ports."""
+    yield from _worker_cluster(2)
+
+
+def _worker_cluster(n: int):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -154,7 +158,7 @@ def two_worker_cluster():
         dashboard_agent_listen_port=free_port(), metrics_export_port=free_port()))
     try:
         workers = [cluster.add_node(num_cpus=1, object_store_memory=150 * MIB, dashboard_agent_listen_port=free_port(),
-                                    metrics_export_port=free_port()) for _ in range(2)]
+                                    metrics_export_port=free_port()) for _ in range(n)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
         yield cluster, workers
@@ -215,3 +219,4 @@ def test_a_search_survives_losing_a_worker_node(two_worker_cluster, tmp_path):
             moved += 1
             assert nodes[-1] != killer.removed                           # it finished on the other node
     assert moved >= 1
+

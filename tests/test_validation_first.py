@@ -44,3 +44,13 @@ def test_pipeline_rejects_an_unknown_tune_model_before_preparing(tmp_path):
     with pytest.raises(ConfigError, match="grace_period"):
         Pipeline(load_config(PipelineConfig, [f"workdir={tmp_path / 'w'}", "tune.search.grace_period=0"]))
     assert not (tmp_path / "w").exists()
+
+
+def test_pretraining_placement_strategy_is_checked_and_reaches_ray_train():
+    from raymmrec.pretrain.stage import PretrainConfig, check_config
+    from raymmrec.runtime import torch_trainer_settings
+
+    with pytest.raises(ConfigError, match="placement_strategy"):
+        check_config(PretrainConfig(placement_strategy="spread-out"))
+    settings = torch_trainer_settings("run", "/tmp/x", 2, False, 0.5, 1, "SPREAD")
+    assert settings["scaling_config"].placement_strategy == "SPREAD"

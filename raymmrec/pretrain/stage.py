@@ -17,7 +17,7 @@ from raymmrec.errors import ConfigError, RaymmrecError
 from raymmrec.pretrain.objectives import LossConfig, objective_parts
 from raymmrec.pretrain.pairs import (MaskSpec, PairDataConfig, create_drop_counter, detect_format, pair_dataset,
                                      source_rows)
-from raymmrec.runtime import RayConfig, init_ray, torch_trainer_settings
+from raymmrec.runtime import PLACEMENT_STRATEGIES, RayConfig, init_ray, torch_trainer_settings
 from raymmrec.tracking import TrackingConfig
 
 
@@ -43,6 +43,8 @@ class PretrainConfig:
     run_name: str = ""                # '' = pretrain-<config hash>; the same name resumes from its last checkpoint
     resume_from: str = ""             # a checkpoint dir to start from under a new run name
     max_failures: int = 2
+    placement_strategy: str = "PACK"  # SPREAD: workers on different nodes where the cluster allows (PACK | SPREAD |
+                                      # STRICT_PACK | STRICT_SPREAD, Ray's placement-group strategies)
     output_dir: str = ""              # '' = <storage_path>/<run_name>/encoder
     log_weights: bool = True          # also log encoder.pt to MLflow (large for base / large models)
     seed: int = 0
@@ -65,6 +67,7 @@ class PretrainResult:
     steps: int
     metrics: dict[str, float]
     history: list[dict[str, float]]
+    worker_nodes: list[str]           # Ray node id of each rank in the last (re)start, rank order
     undecodable_images: int
     missing_images: int
     seconds: float
@@ -97,6 +100,9 @@ def check_config(cfg: PretrainConfig) -> None:
     create_preprocess(cfg.encoder_config())
     if cfg.data.source:
         detect_format(cfg.data.source)
+    if cfg.placement_strategy not in PLACEMENT_STRATEGIES:
+        raise ConfigError(f"config key 'placement_strategy' must be one of {', '.join(PLACEMENT_STRATEGIES)}, "
+                          f"got '{cfg.placement_strategy}'")
 
 
 def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -132,7 +138,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
                                if cfg.tracking.enabled else None,
                                "counter": counter_name, "resume_from": cfg.resume_from},
             **torch_trainer_settings(run_name, storage, cfg.num_workers, use_gpu, cfg.cpus_per_worker,
-                                     cfg.max_failures),
+                                     cfg.max_failures, cfg.placement_strategy),
             datasets={"train": dataset},
             dataset_config=_data_config(cfg.data),
         )
@@ -143,6 +149,8 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
         if result.checkpoint is None:
             raise RaymmrecError(f"pre-training run '{run_name}' ended without a checkpoint")
         metrics = dict(result.metrics or {})
+        worker_nodes = list(metrics.pop("worker_nodes", []))
+        tracking.set_tags({"worker_nodes": ",".join(worker_nodes)})
         drops = _final_drops(counter)
         encoder_dir = _write_encoder(cfg, result.checkpoint, out_dir, metrics)
         history = tracking.metric_history(run_id, ["loss", "loss_itc", "loss_mlm", "loss_mim"],
@@ -155,6 +163,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
             tracking.log_table(history, "pretrain_history.json")
     return PretrainResult(encoder_dir=encoder_dir, checkpoint=str(result.checkpoint.path), run_id=run_id,
                           steps=int(metrics.get("step", 0)), metrics=metrics, history=history,
+                          worker_nodes=worker_nodes,
                           undecodable_images=int(drops.get("undecodable_images", 0)),
                           missing_images=int(drops.get("missing_images", 0)), seconds=time.perf_counter() - t0)
 

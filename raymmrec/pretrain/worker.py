@@ -85,6 +85,19 @@ def _report(engine, metrics: dict[str, float], step: int, position: tuple[int, i
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def _worker_nodes(world: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (where a run's workers landed; a restart may move them)."""
+    import ray
+    import torch.distributed as dist
+
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1 or not dist.is_initialized():
+        return [mine]
+    nodes: list[Any] = [None] * world
+    dist.all_gather_object(nodes, mine)
+    return [str(n) for n in nodes]
+
+
 def build_engine(cfg: Any, rank: int, world: int, on_gpu: bool):
     """The encoder + objective heads of `cfg` as a DeepSpeed engine; returns (engine, its DeepSpeed config)."""
     from raymmrec.encoders import create_encoder
@@ -119,6 +132,7 @@ def train_worker(args: dict[str, Any]) -> None:
     engine, ds_config = build_engine(cfg, rank, world, on_gpu)
     dtype = compute_dtype(ds_config)
     epoch, skip = _restore(engine, args.get("resume_from", ""))
+    nodes = _worker_nodes(world)
     step = int(engine.global_steps)
     if rank == 0 and step:
         say(f"resumed at step {step} (epoch {epoch})")
@@ -161,7 +175,7 @@ def train_worker(args: dict[str, Any]) -> None:
                     _print_progress(metrics, cfg.max_steps)
                     if args.get("run_id"):
                         tracking.log_from_worker(args, metrics, step)
-                _report(engine, metrics, step, (epoch, seen), save)
+                _report(engine, {**metrics, "worker_nodes": nodes}, step, (epoch, seen), save)
                 window = Window()
         if seen == 0:
             raise DataError(f"worker {rank} got no batch of {cfg.data.batch_size} pairs in epoch {epoch}: "
