@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raymmrec.config import from_dict, load_config, to_dict  # noqa: E402
+from raymmrec.config import from_dict, load_config, merge_dicts, to_dict  # noqa: E402
 from raymmrec.errors import exit_on_user_error  # noqa: E402
 from raymmrec.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 
@@ -101,19 +101,11 @@ class TreeMemory:
         return min(self.samples, key=lambda s: abs(s[0] - end))[1] if self.samples else float("nan")
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over`'s keys onto `base`, section by section."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     cfg = load_config(ElectronicsBenchConfig, argv)
-    sections = deep_merge(electronics_pipeline(cfg.size), {**cfg.pipeline, "workdir": cfg.workdir})
-    pipeline = from_dict(PipelineConfig, deep_merge(to_dict(PipelineConfig()), sections))
+    sections = merge_dicts(electronics_pipeline(cfg.size), {**cfg.pipeline, "workdir": cfg.workdir})
+    pipeline = from_dict(PipelineConfig, merge_dicts(to_dict(PipelineConfig()), sections))
     marks: dict[str, list[float]] = {}
 
     def out(line: str) -> None:

@@ -113,11 +113,10 @@ def mmrec_run_config(mmrec_src: str, model: str, folder: Path, params: dict[str,
 
 def run_mmrec_seeds(cfg: ParityConfig, model: str, folder: Path) -> dict[int, dict[str, float]]:
     """Train `model` with MMRec over all seeds; its test metrics per seed."""
-    params = cfg.params.get(model, {})
-    config = mmrec_run_config(cfg.mmrec_src, model, folder, params, seeds=cfg.seeds, epochs=cfg.epochs,
-                              batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+    config = mmrec_run_config(cfg.mmrec_src, model, folder, cfg.params.get(model, {}), seeds=cfg.seeds,
+                              epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                               extra={**(cfg.mg if cfg.mirror_gradient else {}), **cfg.mmrec_params.get(model, {})})
-    params = {k: v for k, v in params.items() if isinstance(v, (int, float))}
+    params = {k: config[k][0] for k in config["hyper_parameters"]}     # the numbers MMRec crosses
     mg = "-mg" if cfg.mirror_gradient else ""
     previous = Path(cfg.work) / f"mmrec-{model}{mg}-{folder.name}.out"      # run_mmrec's transcript
     if previous.is_file():

@@ -172,13 +172,11 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_dicts(base: dict, extra: dict) -> dict:
+    """`extra`'s keys over `base`'s, nested mappings merged key by key (neither input is changed)."""
     out = dict(base)
     for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -196,13 +194,13 @@ def load_config(cls: type[C], argv: Sequence[str] = (), default_yaml: str | Path
         if arg in ("--config", "-c"):
             if i + 1 >= len(args):
                 raise ConfigError("--config needs a file path")
-            data = _merge(data, load_yaml(args[i + 1]))
+            data = merge_dicts(data, load_yaml(args[i + 1]))
             i += 2
             continue
         if arg.startswith("--config="):
-            data = _merge(data, load_yaml(arg.split("=", 1)[1]))
+            data = merge_dicts(data, load_yaml(arg.split("=", 1)[1]))
         elif arg.startswith("config="):
-            data = _merge(data, load_yaml(arg.split("=", 1)[1]))
+            data = merge_dicts(data, load_yaml(arg.split("=", 1)[1]))
         else:
             overrides.append(arg)
         i += 1

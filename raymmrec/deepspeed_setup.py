@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from raymmrec.config import merge_dicts
 from raymmrec.errors import ConfigError
 
 
@@ -92,7 +93,7 @@ def build_ds_config(ds: DeepSpeedConfig, optim: OptimConfig, micro_batch: int, t
         config["bf16"] = {"enabled": True}
     elif precision == "fp16":
         config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 12}
-    return _merge(config, ds.extra)
+    return merge_dicts(config, ds.extra)
 
 
 def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
@@ -102,13 +103,6 @@ def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
     if ds_config.get("fp16", {}).get("enabled"):
         return torch.float16
     return torch.float32
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

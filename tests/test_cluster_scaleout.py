@@ -144,10 +144,6 @@ def test_pipeline_job_submitted_to_the_autoscaling_head(autoscaling_head, tmp_pa
 @pytest.fixture()
 def two_worker_cluster():
     """ray.cluster_utils.Cluster: a head with no CPUs and two 1-CPU workers, on private ports."""
-    yield from _worker_cluster(2)
-
-
-def _worker_cluster(n: int):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -158,7 +154,7 @@ def _worker_cluster(n: int):
         dashboard_agent_listen_port=free_port(), metrics_export_port=free_port()))
     try:
         workers = [cluster.add_node(num_cpus=1, object_store_memory=150 * MIB, dashboard_agent_listen_port=free_port(),
-                                    metrics_export_port=free_port()) for _ in range(n)]
+                                    metrics_export_port=free_port()) for _ in range(2)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
         yield cluster, workers
