@@ -21,7 +21,7 @@ import torch
 from raymmrec import tracking
 from raymmrec.errors import ConfigError, DataError
 from raymmrec.recsys.interaction_data import InteractionData
-from raymmrec.recsys.metrics import MASKED_SCORE
+from raymmrec.recsys.metrics import MASKED_SCORE, users_per_block
 from raymmrec.runtime import RayConfig, init_ray
 
 RECOMMENDATIONS_SCHEMA = pa.schema([
@@ -167,7 +167,7 @@ def write_recommendations(cfg: RecommendConfig, out: Callable[[str], None] = pri
         ref = data.put()
         users = ray.data.range(data.n_users, override_num_blocks=max(2 * cfg.actors, 2))
         recs = users.map_batches(
-            TopKRecommender, batch_size=cfg.batch_users, batch_format="numpy",
+            TopKRecommender, batch_size=users_per_block(cfg.batch_users, data.n_items), batch_format="numpy",
             fn_constructor_kwargs={"data": ref, "checkpoint": checkpoint, "k": cfg.k, "cold_k": cfg.cold_k,
                                    "device": cfg.device},
             compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.cpus_per_actor)

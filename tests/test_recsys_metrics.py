@@ -84,3 +84,21 @@ def test_popularity_baseline_ranks_by_training_counts():
     assert full_ranking_metrics(pop, data, "valid", ks=(1,))["recall@1"] == 1.0
     test = full_ranking_metrics(pop, data, "test", ks=(1, 2))
     assert test["recall@1"] == 0.0 and test["recall@2"] == 1.0
+
+
+def test_score_blocks_shrink_to_the_memory_budget(monkeypatch):
+    from raymmrec.recsys import metrics
+
+    data = _random_data(2)
+    table = torch.from_numpy(np.random.default_rng(3).random((data.n_users, data.n_items)).astype(np.float32))
+    whole = evaluate_splits(lambda users: table[users].clone(), data, ("test",), (10,), user_batch=4096)
+    # a budget of 4 users' float32 rows: a 4,096-user request is scored 4 users at a time, with the same metrics
+    monkeypatch.setattr(metrics, "SCORE_BLOCK_BYTES", 4 * 4 * data.n_items)
+    seen = []
+    blocked = evaluate_splits(lambda users: seen.append(len(users)) or table[users].clone(), data, ("test",), (10,),
+                              user_batch=4096)
+    assert max(seen) == 4 and sum(seen) == len(np.unique(data.test.nonzero()[0]))
+    assert blocked == whole
+    assert metrics.users_per_block(1024, 63_001, 2 << 30) == 1024     # Electronics: the request stands
+    assert metrics.users_per_block(4096, 630_010, 2 << 30) == 852     # ten times the catalogue: 2 GiB blocks
+    assert metrics.users_per_block(10, 10**12, 2 << 30) == 1

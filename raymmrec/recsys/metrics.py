@@ -11,6 +11,15 @@ from raymmrec.recsys.interaction_data import InteractionData
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]   # user ids (long, on device) → scores (len(users) × n_items)
 MASKED_SCORE = -1e10                                 # MMRec's score for training items
+# A users × items float32 score block above this is cut into fewer users: at Electronics' 63k items 4,096
+# users are 1.0 GB, at ten times the catalogue the same block would be 10 GB.
+SCORE_BLOCK_BYTES = 2 << 30
+
+
+def users_per_block(requested: int, n_items: int, budget_bytes: int | None = None) -> int:
+    """The user batch to score at once: `requested`, fewer when users × n_items float32 scores exceed the budget."""
+    budget = SCORE_BLOCK_BYTES if budget_bytes is None else budget_bytes
+    return max(1, min(int(requested), budget // (4 * max(int(n_items), 1))))
 
 
 @dataclass
@@ -115,6 +124,7 @@ def evaluate_splits(score_fn: ScoreFn, data: InteractionData, splits: Sequence[s
     plan = _plan(data, splits, device)
     accs = {s: (_Accumulator(ks, device), _Accumulator(ks, device)) for s in splits}
     n_users = len(plan.users)
+    user_batch = users_per_block(user_batch, data.n_items)
     for start in range(0, n_users, user_batch):
         stop = min(start + user_batch, n_users)
         scores = score_fn(plan.users[start:stop]).to(torch.float32)

@@ -66,8 +66,8 @@ def planted_interactions(size: str = "tiny", n_users: int | None = None, n_items
     rng = np.random.default_rng(seed)
     nu, ni, nx = SIZES[size]
     nu, ni, nx = n_users or nu, n_items or ni, n_interactions or nx
-    dims = dims or {"text": 384, "image": 4096}
-    noise = noise or {"text": 1.0, "image": 2.0}
+    dims = {"text": 384, "image": 4096} if dims is None else dims   # {}: no features
+    noise = {"text": 1.0, "image": 2.0} if noise is None else noise
     item_cluster = rng.integers(0, n_clusters, ni)
     user_cluster = rng.integers(0, n_clusters, nu)
     popularity = rng.pareto(1.2, ni) + 1.0
