@@ -107,15 +107,18 @@ def main(argv: list[str]) -> None:
     sections = merge_dicts(electronics_pipeline(cfg.size), {**cfg.pipeline, "workdir": cfg.workdir})
     pipeline = from_dict(PipelineConfig, merge_dicts(to_dict(PipelineConfig()), sections))
     marks: dict[str, list[float]] = {}
+    memory = TreeMemory(cfg.sample_s)
 
     def out(line: str) -> None:
         print(line, flush=True)
         if line.startswith("[pipeline] ") and ": " in line:
             stage = line[len("[pipeline] "):].split(":", 1)[0]
             marks.setdefault(stage, []).append(time.time())
+            if ": done in " in line:   # each stage's row as it ends: a run stopped later keeps it
+                print(f"[bench] {stage}: peak PSS {memory.peak(marks[stage][0], marks[stage][-1]):.2f} GB", flush=True)
 
     started = time.time()
-    with TreeMemory(cfg.sample_s) as memory:
+    with memory:
         records = run_pipeline(pipeline, out=out)
     rows = []
     for stage, rec in records.items():

@@ -24,7 +24,7 @@ from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 from raymmrec.recommendations import RecommendConfig, write_recommendations
 from raymmrec.runtime import RayConfig
 from raymmrec.tune.algorithms import check_search_config
-from raymmrec.tune.search import TuneBackbonesConfig, resolve_spaces, tune_backbones
+from raymmrec.tune.search import TuneBackbonesConfig, feature_label, resolve_spaces, tune_backbones
 
 STAGES = ("prepare", "pretrain", "features", "tune", "recommend")
 SUCCESS = "_SUCCESS.json"
@@ -39,7 +39,8 @@ def _default_features() -> FeaturesConfig:
 
 
 def _default_tune() -> TuneBackbonesConfig:
-    cfg = TuneBackbonesConfig(models=["lightgcn", "vbpr", "freedom"])
+    # The content models also train on the dataset's raw features: the leaderboard says which set serves better.
+    cfg = TuneBackbonesConfig(models=["lightgcn", "vbpr", "freedom"], feature_sets=["raw"])
     cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.lr, cfg.trainer.patience = 12, 512, 0.01, 4
     cfg.search.algorithm, cfg.search.num_samples, cfg.search.grace_period, cfg.search.reduction_factor = "random", 4, 2, 2
     return cfg
@@ -199,6 +200,7 @@ class Pipeline:
         sub.data = self.records["prepare"].outputs["dataset_dir"]
         if "features" in self.records:
             sub.features = self.records["features"].outputs["feature_set"]
+        sub.feature_sets = [f for f in sub.feature_sets if feature_label(f) != feature_label(sub.features)]
         sub.output, sub.name = str(folder), "search"
         res = tune_backbones(sub, out=self.detail)
         best = res.best_model
@@ -206,7 +208,7 @@ class Pipeline:
             raise ConfigError("pipeline: the tune stage finished without a best checkpoint (no trial completed)")
         from raymmrec.tune.leaderboard import leaderboard_text
 
-        return {"features": sub.features, "best_model": best.model, "best_checkpoint": res.best_checkpoints[best.model],
+        return {"features": res.features_of(best, sub.features), "best_model": best.model, "best_checkpoint": res.best_checkpoints[best.model],
                 "leaderboard": leaderboard_text(res.trials, sub.trainer.topk), "trials": len(res.trials),
                 "trial_epochs": res.trial_epochs}
 

@@ -27,7 +27,7 @@ from raymmrec.tune import storage
 from raymmrec.tune.algorithms import SearchConfig, check_search_config, make_scheduler, make_search_alg
 from raymmrec.tune.leaderboard import (TrialRow, best_per_model, curves_figure, leaderboard_rows,
                                        leaderboard_text, trial_rows, trials_table)
-from raymmrec.tune.space import Space, distinct_draws, expected_trials, model_space, tune_space
+from raymmrec.tune.space import FEATURES_KEY, Space, distinct_draws, expected_trials, model_space, tune_space
 from raymmrec.tune.trial import run_trial, search_metric
 from raymmrec.tune.trial_runs import TrialRuns
 
@@ -43,6 +43,9 @@ class TuneBackbonesConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)     # trainer.epochs = max epochs of a trial
     data: str = ""                       # dataset dir or MMRec folder; empty: the generated synthetic set
     features: str = "raw"
+    # More feature sets (names in the dataset dir or folders): every model that reads content is searched on
+    # each of them and on `features` with the same draws, the set being the trial's `features` key.
+    feature_sets: list[str] = field(default_factory=list)
     synth_size: str = "tiny"
     synth_seed: int = 0
     name: str = "tune_backbones"         # the search's name: Tune experiments under <storage>/<name>/<model>
@@ -66,6 +69,11 @@ class SearchResult:
     seconds: float
     run_id: str | None = None
     experiment_paths: dict[str, str] = field(default_factory=dict)
+    feature_sets: dict[str, str] = field(default_factory=dict)   # a trial's `features` label → the set it read
+
+    def features_of(self, row: TrialRow, default: str) -> str:
+        """The feature set a trial trained on (`default` for a search over one set)."""
+        return self.feature_sets.get(row.config.get(FEATURES_KEY, ""), default)
 
     @property
     def best_model(self) -> TrialRow | None:
@@ -103,20 +111,25 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
     check_search_config(cfg.search, cfg.trainer.epochs)
     spaces = resolve_spaces(cfg)
     fixed = {get_model(k).name: dict(v) for k, v in cfg.params.items()}
+    path = cfg.data or data.source if data is not None else ""
     if data is None:
         path = cfg.data or default_dataset_dir(cfg.output, cfg.synth_size, cfg.synth_seed, out)
         data = InteractionData.load(path, cfg.features or None)
+    sets = load_feature_sets(cfg, path, data)
+    searched = {m: list(sets) if get_model(m).model_cls.needs_features else [next(iter(sets))] for m in spaces}
     for model in spaces:
         # Building each model once here checks the data before any trial, and fills what the data object
         # carries to every trial (FREEDOM's kNN graph) before its one trip to the object store.
-        get_model(model).build(fixed.get(model), data)
+        for label in searched[model]:
+            get_model(model).build(fixed.get(model), sets[label])
     root = storage.experiment_root(cfg.storage or str(Path(cfg.output) / "experiments"), cfg.name)
     paths = {m: f"{root}/{m}" for m in spaces}
-    restore = {m: _restorable(cfg, paths[m], _search_ident(cfg, m, spaces[m], fixed.get(m, {}), data))
-               for m in spaces}
-    expected = {m: expected_trials(sp, cfg.search.algorithm, cfg.search.num_samples) for m, sp in spaces.items()}
+    restore = {m: _restorable(cfg, paths[m], {**_search_ident(cfg, m, spaces[m], fixed.get(m, {}), data),
+                                              "feature_sets": searched[m]}) for m in spaces}
+    expected = {m: expected_trials(sp, cfg.search.algorithm, cfg.search.num_samples) * _set_factor(cfg, searched[m])
+                for m, sp in spaces.items()}
     init_ray(cfg.ray)
-    data_ref = data.put()
+    refs = {label: d.put() for label, d in sets.items()}
     parent_tags = {"stage": "tune", "tune_experiment": root}
     parent = tracking.find_run_id(cfg.tracking, parent_tags) if any(restore.values()) else None
     s = data.summary()
@@ -131,8 +144,10 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
         for model, space in spaces.items():
             if restore[model]:
                 out(f"{model}: resuming the search at {paths[model]}")
+            labels = searched[model]
+            data_ref = refs[labels[0]] if len(labels) == 1 else {label: refs[label] for label in labels}
             grid = _search_model(cfg, model, space, fixed.get(model, {}), data_ref, paths[model], restore[model],
-                                 callbacks, expected[model])
+                                 callbacks, expected[model], labels)
             rows += trial_rows(model, grid, cfg.trainer.valid_metric)
             ended = grid.num_terminated + grid.num_errors
             if ended < max(len(grid), expected[model]):
@@ -142,9 +157,36 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
                 break
         result = SearchResult(name=cfg.name, trials=rows, best=best_per_model(rows), best_checkpoints={},
                               complete=complete, expected_trials=expected, seconds=time.perf_counter() - started,
-                              run_id=run.info.run_id if run is not None else None, experiment_paths=paths)
+                              run_id=run.info.run_id if run is not None else None, experiment_paths=paths,
+                              feature_sets={label: ref for label, ref in zip(sets, [cfg.features, *cfg.feature_sets])
+                                            if len(sets) > 1})
         _finish(cfg, result, out)
     return result
+
+
+def feature_label(ref: str) -> str:
+    """A feature set's short name in trial configs: its folder's name for a path, else the name itself."""
+    return Path(ref).name if os.sep in ref else ref
+
+
+def load_feature_sets(cfg: TuneBackbonesConfig, path: str, data: InteractionData) -> dict[str, InteractionData]:
+    """The searched feature sets by label, `cfg.features` (already loaded as `data`) first."""
+    sets = {feature_label(cfg.features or "none"): data}
+    for ref in cfg.feature_sets:
+        label = feature_label(ref)
+        if label in sets:
+            raise ConfigError(f"feature_sets: '{ref}' is already searched as feature set '{label}'")
+        other = InteractionData.load(path, ref)
+        if other.feature_set in (None, "mmrec"):
+            raise ConfigError(f"feature_sets: '{path}' is an MMRec folder, which holds one feature set; "
+                              f"compare feature sets on a dataset dir")
+        sets[label] = other
+    return sets
+
+
+def _set_factor(cfg: TuneBackbonesConfig, labels: list[str]) -> int:
+    """Trials per drawn config: one per feature set, except where a model-based searcher picks the set."""
+    return 1 if cfg.search.algorithm in ("optuna", "hyperopt") else len(labels)
 
 
 def _restorable(cfg: TuneBackbonesConfig, path: str, ident: dict) -> bool:
@@ -183,7 +225,7 @@ def _parent_params(cfg: TuneBackbonesConfig, spaces: dict[str, Space], data_summ
 
 
 def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, data_ref: Any, path: str,
-                  restore: bool, callbacks: Sequence[Any], num_trials: int) -> Any:
+                  restore: bool, callbacks: Sequence[Any], num_trials: int, labels: list[str]) -> Any:
     """Fit (or restore and finish) the Tuner of one model; returns its ResultGrid."""
     from ray import tune
 
@@ -196,17 +238,24 @@ def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
     if restore:
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, param_space=tune_space(space, cfg.search.algorithm, cfg.search.seed),
-                           tune_config=_tune_config(cfg, space, num_trials),
+        param_space = tune_space(space, cfg.search.algorithm, cfg.search.seed)
+        if len(labels) > 1:
+            # Listed draws name their set themselves (_tune_config); other samples are crossed with every set.
+            drawn = distinct_draws(space, cfg.search.algorithm, cfg.search.num_samples) is not None
+            param_space[FEATURES_KEY] = (tune.choice(labels) if drawn or _set_factor(cfg, labels) == 1
+                                         else tune.grid_search(labels))
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=_tune_config(cfg, space, num_trials, labels),
                            run_config=_run_config(cfg, model, space, fixed, path, callbacks))
     return tuner.fit()
 
 
-def _tune_config(cfg: TuneBackbonesConfig, space: Space, num_trials: int) -> Any:
+def _tune_config(cfg: TuneBackbonesConfig, space: Space, num_trials: int, labels: list[str]) -> Any:
     from ray import tune
 
     metric = search_metric(cfg.trainer.valid_metric)
     points = distinct_draws(space, cfg.search.algorithm, cfg.search.num_samples, cfg.search.seed)
+    if points is not None and len(labels) > 1:    # the same draws on every feature set: a paired comparison
+        points = [{**p, FEATURES_KEY: label} for p in points for label in labels]
     return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric, points),
                            scheduler=make_scheduler(cfg.search, cfg.trainer.epochs, num_trials),
                            num_samples=cfg.search.num_samples if points is None else len(points), reuse_actors=True)

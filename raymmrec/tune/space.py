@@ -14,6 +14,7 @@ from raymmrec.recsys.registry import check_search_space, get_model
 from raymmrec.recsys.trainer import TrainerConfig
 
 TRAINER_PREFIX = "trainer."
+FEATURES_KEY = "features"     # a trial config's feature set, when a search compares several
 Algorithm = Literal["random", "grid", "optuna", "hyperopt"]
 Space = dict[str, dict[str, list]]
 
@@ -69,8 +70,8 @@ def _check_types(model: str, space: Space, fixed: Mapping[str, Any]) -> None:
 
 
 def split_params(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A trial's flat config → (model hyper-parameters, trainer overrides)."""
-    model = {k: v for k, v in config.items() if not k.startswith(TRAINER_PREFIX)}
+    """A trial's flat config → (model hyper-parameters, trainer overrides); its feature set is neither."""
+    model = {k: v for k, v in config.items() if not k.startswith(TRAINER_PREFIX) and k != FEATURES_KEY}
     trainer = {k[len(TRAINER_PREFIX):]: v for k, v in config.items() if k.startswith(TRAINER_PREFIX)}
     return model, trainer
 

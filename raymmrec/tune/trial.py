@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from raymmrec.config import from_dict
 from raymmrec.recsys.trainer import TrainerConfig, train_model
-from raymmrec.tune.space import split_params
+from raymmrec.tune.space import FEATURES_KEY, split_params
 
 PRUNED = "pruned"             # stopped by the scheduler (ASHA or synchronous halving)
 # Keys of the trainer's epoch record worth a per-epoch MLflow metric besides valid/* and test/*.
@@ -51,12 +51,15 @@ def stop_reason(last_result: Mapping[str, Any] | None) -> str:
 
 def run_trial(config: dict[str, Any], *, data: Any, model: str, fixed: Mapping[str, Any],
               trainer: Mapping[str, Any]) -> None:
-    """The Tune trainable: `config` (sampled) over `fixed` params; `data` is the one InteractionData ObjectRef."""
+    """The Tune trainable: `config` (sampled) over `fixed` params; `data` is the InteractionData ObjectRef, or one
+    per feature set label when the search compares sets."""
     import ray
     from ray import tune
 
     # Ray logs every persisted checkpoint at INFO: one line per epoch per trial.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    if isinstance(data, Mapping):
+        data = data[config[FEATURES_KEY]]
     params, trainer_overrides = split_params({**fixed, **config})
     trainer_cfg = from_dict(TrainerConfig, {**trainer, **trainer_overrides}, prefix="trainer.")
     # Train in the trial's own dir (removed with the Ray session), from the checkpoint Tune hands back if any.

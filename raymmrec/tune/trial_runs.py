@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from ray.tune import Callback
 
 from raymmrec import tracking
-from raymmrec.tune.space import full_model_config, split_params
+from raymmrec.tune.space import FEATURES_KEY, full_model_config, split_params
 from raymmrec.tune.trial import epoch_metrics, final_metrics, stop_reason
 
 
@@ -43,7 +43,8 @@ class TrialRuns(Callback):
                 _, trainer_overrides = split_params(trial.config)
                 run.log_params({"model": self.model,
                                 "model_config": full_model_config(self.model, self.fixed, trial.config),
-                                "trainer": trainer_overrides})
+                                "trainer": trainer_overrides,
+                                **({FEATURES_KEY: trial.config[FEATURES_KEY]} if FEATURES_KEY in trial.config else {})})
             self._runs[trial.trial_id] = run
         return run
 
