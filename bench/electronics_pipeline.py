@@ -2,11 +2,12 @@
 small encoder on 2 actors → a synchronous-halving search of LightGCN and FREEDOM for a few epochs → top-K lists for
 every user. Wall time and peak memory per stage, as one table.
 
-    python bench/electronics_pipeline.py                                 # the whole run (about an hour on 2 cores)
+    python bench/electronics_pipeline.py                                 # the whole run (3–4 hours on 2 cores)
     python bench/electronics_pipeline.py size=baby workdir=/tmp/e2e-baby # the same path at a size that takes minutes
     python bench/electronics_pipeline.py pipeline.tune.trainer.epochs=4  # any pipeline key under `pipeline.`
 
-Memory is the proportional set size (PSS) summed over this process and every process under it (Ray's GCS, raylet,
+On one CPU thread an Electronics epoch is ~13 min for LightGCN and ~62 min for FREEDOM (bench/tenfold_memory.py
+scale=1), so the tune stage dominates here. Memory is the proportional set size (PSS) summed over this process and every process under it (Ray's GCS, raylet,
 workers and the object store's mapped pages), sampled every `sample_s`: shared pages are counted once, so the sum is
 what the machine held. Stages whose output exists are reused by the pipeline (delete `workdir` to time them again).
 """
