@@ -1,5 +1,5 @@
-"""Shared fixtures (the repo root first on sys.path, one local Ray per session, a private MLflow store) and the
-`slow` mark of the tests that start Ray clusters, job processes or DeepSpeed engines."""
+"""Shared fixtures (the repo root first on sys.path, one local Ray per session, the tiny generated dataset, a
+private MLflow store) and the `slow` mark of the tests that start Ray clusters, job processes or DeepSpeed engines."""
 from __future__ import annotations
 
 import os
@@ -57,12 +57,21 @@ def pytest_collection_modifyitems(config, items):
 def ray_local():
     """A local 2-CPU Ray instance shared by every test that needs one."""
     import ray
+    from ray_clusters import start_local_ray
 
-    from raymmrec.runtime import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2, object_store_mb=1024, data_no_progress_timeout_s=120))
+    start_local_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """The generated tiny dataset (seed 0), shared read-only by the tests that pre-train or read pairs."""
+    from raymmrec.data.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(SynthConfig(size="tiny", seed=0), root)
+    return root
 
 
 @pytest.fixture()

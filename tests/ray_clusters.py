@@ -1,6 +1,6 @@
-"""Multi-node Ray on one machine for the scale-out tests: Ray's fake autoscaling provider behind a private
-`ray start --head`, and teardown that ends exactly the processes a test started (never `ray stop`, which
-would end every Ray on a shared machine)."""
+"""Multi-node Ray on one machine for the scale-out and node-loss tests: Ray's fake autoscaling provider behind a
+private `ray start --head`, a fixed `ray.cluster_utils.Cluster`, and teardown that ends exactly the processes a test
+started (never `ray stop`, which would end every Ray on a shared machine)."""
 from __future__ import annotations
 
 import contextlib
@@ -51,6 +51,65 @@ def alive_worker_nodes() -> list[dict]:
 
     head = ray.get_runtime_context().get_node_id()   # the driver runs on the head
     return [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != head]
+
+
+@contextlib.contextmanager
+def worker_cluster(n: int, cpus: int = 1) -> Iterator[tuple]:
+    """Yields (a connected ray.cluster_utils.Cluster: no CPUs on its head, private ports; its `n` worker nodes)."""
+    import ray
+
+    # a session's local Ray (conftest's ray_local) makes way for the cluster and comes back after it
+    was_local = ray.is_initialized()
+    ray.shutdown()
+    for attempt in range(2):
+        before = {p.pid for p in psutil.Process().children()}
+        try:
+            cluster, workers = _start_cluster(n, cpus)
+            break
+        except Exception as e:
+            # Ray gives a new raylet a fixed 30 s to register, which a loaded machine can exceed: one more try,
+            # after ending what the failed one left running
+            if "timed out during startup" not in str(e) or attempt:
+                raise
+            for proc in psutil.Process().children():
+                if proc.pid not in before:
+                    end_process_tree(proc.pid)
+    try:
+        ray.init(address=cluster.address)
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if was_local:
+            start_local_ray()
+
+
+def _start_cluster(n: int, cpus: int) -> tuple:
+    """(cluster, worker nodes) of `n` nodes of `cpus` CPUs; nothing left running when a node fails to start."""
+    from ray.cluster_utils import Cluster
+
+    # a removed node is declared dead after 5 missed health checks: 1 s apart instead of 3 s, still only once it
+    # has answered none for about a minute (each check waits 10 s), so a slow raylet on a loaded machine stays alive
+    cluster = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=0, include_dashboard=False, object_store_memory=200 * MIB,
+        dashboard_agent_listen_port=free_port(), metrics_export_port=free_port(),
+        _system_config={"health_check_period_ms": 1000}))
+    try:
+        workers = [cluster.add_node(num_cpus=cpus, object_store_memory=150 * MIB,
+                                    dashboard_agent_listen_port=free_port(), metrics_export_port=free_port())
+                   for _ in range(n)]
+        cluster.wait_for_nodes()
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster, workers
+
+
+def start_local_ray() -> None:
+    """The local 2-CPU Ray of the test session (conftest's `ray_local`)."""
+    from raymmrec.runtime import RayConfig, init_ray
+
+    init_ray(RayConfig(num_cpus=2, object_store_mb=1024, data_no_progress_timeout_s=120))
 
 
 @contextlib.contextmanager

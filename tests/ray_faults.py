@@ -13,7 +13,8 @@ from typing import Iterator
 import psutil
 
 
-def _registered(root: Path) -> bool:
+def checkpoint_registered(root: Path) -> bool:
+    """Whether a Ray Train run under `root` has a checkpoint its controller has registered."""
     # a reported checkpoint counts only once the controller has polled every rank: wait for its snapshot file
     for snapshot in root.rglob("checkpoint_manager_snapshot.json"):
         try:
@@ -27,7 +28,7 @@ def _registered(root: Path) -> bool:
 def _kill_once(root: Path, killed: list[int], stop: threading.Event) -> None:
     me = psutil.Process()
     while not stop.is_set():
-        if root.exists() and _registered(root):
+        if root.exists() and checkpoint_registered(root):
             for proc in me.children(recursive=True):
                 try:
                     if "RayTrainWorker" in " ".join(proc.cmdline()):

@@ -18,7 +18,8 @@ from raymmrec.tracking import TrackingConfig
 from raymmrec.runtime import RayConfig
 from raymmrec.tune.algorithms import SearchConfig
 from raymmrec.tune.search import TuneBackbonesConfig, tune_backbones
-from ray_clusters import BIN, MIB, alive_worker_nodes, fake_autoscaling_head, free_port
+from ray_clusters import (BIN, MIB, alive_worker_nodes, fake_autoscaling_head, start_local_ray,
+                          worker_cluster)
 from recsys_planted import FAST_TRAINER, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +48,7 @@ def autoscaling_head():
     finally:
         ray.shutdown()
         if was_local:
-            _restart_local_ray()
-
-
-def _restart_local_ray() -> None:
-    from raymmrec.runtime import init_ray
-
-    init_ray(RayConfig(num_cpus=2, object_store_mb=1024, data_no_progress_timeout_s=120))
+            start_local_ray()
 
 
 def _wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -143,26 +138,9 @@ def test_pipeline_job_submitted_to_the_autoscaling_head(autoscaling_head, tmp_pa
 
 @pytest.fixture()
 def two_worker_cluster():
-    """ray.cluster_utils.Cluster: a head with no CPUs and two 1-CPU workers, on private ports."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    was_local = ray.is_initialized()
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, include_dashboard=False, object_store_memory=200 * MIB,
-        dashboard_agent_listen_port=free_port(), metrics_export_port=free_port()))
-    try:
-        workers = [cluster.add_node(num_cpus=1, object_store_memory=150 * MIB, dashboard_agent_listen_port=free_port(),
-                                    metrics_export_port=free_port()) for _ in range(2)]
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address)
+    """A head with no CPUs and two 1-CPU workers."""
+    with worker_cluster(2) as (cluster, workers):
         yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if was_local:
-            _restart_local_ray()
 
 
 class NodeKiller(Callback):

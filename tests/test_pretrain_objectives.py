@@ -12,15 +12,6 @@ from raymmrec.pretrain.objectives import LossConfig, PatchTeacher, PretrainModel
 from raymmrec.pretrain.pairs import IGNORE, MaskSpec, _items_to_raw, encode_pairs, mask_batch
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    from raymmrec.data.synth import SynthConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(SynthConfig(size="tiny", seed=0), root)
-    return root
-
-
 def _batch(synth_dir, enc_cfg: EncoderConfig, masks: MaskSpec | None, n: int = 24) -> dict[str, torch.Tensor]:
     table = pq.read_table(synth_dir / "items.parquet").slice(0, n)
     raw = _items_to_raw(table, str(synth_dir), ["title", "brand", "categories", "description"])

@@ -12,15 +12,6 @@ from raymmrec.pretrain.pairs import PairDataConfig
 from raymmrec.pretrain.stage import PretrainConfig, run_pretrain
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    from raymmrec.data.synth import SynthConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(SynthConfig(size="tiny", seed=0), root)
-    return root
-
-
 def _config(tmp_path: Path, synth_dir: Path, tracking, name: str, **over) -> PretrainConfig:
     cfg = PretrainConfig(max_steps=10, log_every=2, checkpoint_every=4, num_workers=2, storage_path=str(tmp_path),
                          run_name=name, tracking=tracking, log_weights=False)

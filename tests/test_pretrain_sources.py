@@ -117,3 +117,27 @@ def test_unknown_source_is_a_one_line_data_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="no items.parquet, .jsonl"):
         detect_format(str(tmp_path))
+
+
+def _pairs_out(source) -> int:
+    cfg = PairDataConfig(source=str(source), preprocess_cpus=0.5, augment=False)
+    return sum(len(b["tokens"]) for b in pair_dataset(cfg, EncoderConfig(), None).iter_batches(batch_size=None))
+
+
+def test_every_source_streams_when_no_whole_cpu_is_free(ray_local, tmp_path, synth_dir):
+    # Fractional trainers hold 1.5 of the 2 CPUs: every data task, the read of each format included, must fit in
+    # data.preprocess_cpus (a whole-CPU read task waits for ever, as it did after a lost node moved the trainers).
+    import pyarrow.parquet as pq
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    _write_jsonl(tmp_path)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _write_tar(shards / "part-000.tar")
+    trainers = placement_group([{"CPU": 0.75}, {"CPU": 0.75}])
+    ray_local.get(trainers.ready(), timeout=60)
+    try:
+        counts = [_pairs_out(source) for source in (synth_dir, tmp_path / "meta.jsonl", shards)]
+    finally:
+        remove_placement_group(trainers)
+    assert counts == [pq.read_metadata(synth_dir / "items.parquet").num_rows, 2, 2]

@@ -33,7 +33,7 @@ class PairDataConfig:
     text_fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
     batch_size: int = 16                # per-worker micro-batch
     preprocess_batch_size: int = 64
-    preprocess_cpus: float = 0.5        # CPUs per decode/transform task
+    preprocess_cpus: float = 0.5        # CPUs per data task (read, decode, transform)
     augment: bool = True                # open_clip's training augmentation (random resized crop)
     mask_seed: int | None = None        # fixed: the same masks for the same pair every epoch (tests, repro)
     shuffle_buffer: int = 0             # local shuffle buffer of each worker's iterator (0 = off)
@@ -93,19 +93,40 @@ def read_raw_pairs(cfg: PairDataConfig):
     if cfg.format != "auto" and cfg.format != fmt:
         raise DataError(f"pair source '{cfg.source}' looks like {fmt}, but data.format is {cfg.format}")
     fields = list(cfg.text_fields)
+    # Every task asks for preprocess_cpus, reads included (Ray's default is a whole CPU): on nodes whose CPUs are
+    # partly held by fractional trainers, a whole-CPU task waits forever, e.g. after a lost node moves the trainers.
+    cpus = cfg.preprocess_cpus
     if fmt == "items":
-        cols = ["item", "asin", "title", "brand", "categories", "description", "image", "image_bytes"]
-        ds = ray.data.read_parquet(files, columns=cols)
-        root = str(Path(files[0]).parent)
-        return ds.map_batches(_items_to_raw, fn_kwargs={"root": root, "fields": fields}, batch_format="pyarrow",
-                              num_cpus=cfg.preprocess_cpus, zero_copy_batch=True)
+        return _row_group_pieces(files).map_batches(
+            _row_groups_to_raw, fn_kwargs={"root": str(Path(files[0]).parent), "fields": fields}, batch_size=1,
+            batch_format="pyarrow", num_cpus=cpus)
     if fmt == "jsonl":
-        ds = ray.data.read_text(files, include_paths=True)
-        return ds.map_batches(_jsonl_to_raw, fn_kwargs={"fields": fields}, batch_format="pyarrow",
-                              num_cpus=cfg.preprocess_cpus)
-    ds = ray.data.read_webdataset(files, decoder=None, include_paths=False)
-    return ds.map_batches(_wds_to_raw, fn_kwargs={"fields": fields}, batch_format="pyarrow",
-                          num_cpus=cfg.preprocess_cpus)
+        ds = ray.data.read_text(files, include_paths=True, num_cpus=cpus)
+        return ds.map_batches(_jsonl_to_raw, fn_kwargs={"fields": fields}, batch_format="pyarrow", num_cpus=cpus)
+    ds = ray.data.read_webdataset(files, decoder=None, include_paths=False, num_cpus=cpus)
+    return ds.map_batches(_wds_to_raw, fn_kwargs={"fields": fields}, batch_format="pyarrow", num_cpus=cpus)
+
+
+_ITEM_COLUMNS = ["item", "asin", "title", "brand", "categories", "description", "image", "image_bytes"]
+
+
+def _row_group_pieces(files: list[str]):
+    """A dataset of one (file, row group) row per Parquet row group of `files`, listed here on the driver."""
+    # not ray.data.read_parquet: it lists the files in a task that always asks for a whole CPU (see read_raw_pairs)
+    import pyarrow.parquet as pq
+    import ray.data
+
+    pieces = [{"file": f, "row_group": g} for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    return ray.data.from_items(pieces, override_num_blocks=max(len(pieces), 1))
+
+
+def _row_groups_to_raw(pieces, root: str, fields: list[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for file, group in zip(pieces.column("file").to_pylist(), pieces.column("row_group").to_pylist()):
+        for batch in pq.ParquetFile(file).iter_batches(row_groups=[group], columns=_ITEM_COLUMNS, batch_size=1024):
+            yield _items_to_raw(pa.Table.from_batches([batch]), root, fields)
 
 
 def _raw_table(keys: list[str], texts: list[str], images: list[bytes | None]):
@@ -246,8 +267,9 @@ def pair_dataset(cfg: PairDataConfig, encoder: EncoderConfig, masks: MaskSpec | 
 
 
 def create_drop_counter(name: str):
-    """A named actor that sums drop counts reported by data tasks (read with `.totals.remote()`)."""
+    """A named actor on the caller's node that sums drop counts reported by data tasks (`.totals.remote()`)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     class DropCounter:
@@ -260,4 +282,6 @@ def create_drop_counter(name: str):
         def totals(self) -> dict[str, int]:
             return dict(self.counts)
 
-    return DropCounter.options(name=name, get_if_exists=True).remote()
+    # on the driver's node: placed on a worker node, it would die with that node and take the run's totals along
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return DropCounter.options(name=name, get_if_exists=True, scheduling_strategy=here).remote()
