@@ -60,8 +60,8 @@ class TenfoldConfig:
 class RssCap:
     """Stops this process with a RESULT line naming the step when its RSS passes the cap (instead of the OOM killer)."""
 
-    def __init__(self, part: str, cap_gb: float):
-        self.part, self.cap_gb, self.step = part, cap_gb, "start"
+    def __init__(self, part: str, cap_gb: float, scale: float):
+        self.part, self.cap_gb, self.scale, self.step = part, cap_gb, scale, "start"
         threading.Thread(target=self._watch, daemon=True).start()
 
     def at(self, step: str) -> None:
@@ -74,7 +74,7 @@ class RssCap:
         while True:
             rss = me.memory_info().rss / 2**30
             if rss > self.cap_gb:
-                print("RESULT " + json.dumps({"part": self.part, "peak_rss_gb": rss, "s": 0.0,
+                print("RESULT " + json.dumps({"part": self.part, "scale": self.scale, "peak_rss_gb": rss, "s": 0.0,
                                               "error": f"over the {self.cap_gb:g} GB cap during: {self.step}"}),
                       flush=True)
                 os._exit(3)
@@ -213,7 +213,7 @@ def part_backbone(cfg: TenfoldConfig, model_name: str) -> dict[str, Any]:
 def run_part(name: str, cfg: TenfoldConfig) -> dict[str, Any]:
     """One part in this process, with its peak RSS."""
     global CAP
-    CAP = RssCap(name, cfg.rss_cap_gb)
+    CAP = RssCap(name, cfg.rss_cap_gb, cfg.scale)
     row = part_prepare(cfg) if name == "prepare" else part_data(cfg) if name == "data" else part_backbone(cfg, name)
     return {"part": name, "scale": cfg.scale, **row, "peak_rss_gb": _peak_gb()}
 
@@ -243,7 +243,7 @@ def main(argv: list[str]) -> None:
                               capture_output=True, text=True)
         found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if found:
-            rows.append(json.loads(found[0][len("RESULT "):]))
+            rows.append({"scale": cfg.scale, **json.loads(found[0][len("RESULT "):])})
         else:   # an out-of-memory kill is a finding: keep the row
             last = (proc.stderr.strip().splitlines() or [f"killed by signal {-proc.returncode}"])[-1]
             rows.append({"part": name, "scale": cfg.scale, "peak_rss_gb": float("nan"),
