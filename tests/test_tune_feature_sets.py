@@ -1,4 +1,7 @@
 """A search over feature sets: content models train on every set with the same draws, ID-only models once."""
+import json
+
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -47,6 +50,8 @@ def test_content_models_search_every_feature_set_with_the_same_draws(ray_local, 
     width = {"raw": 16 + 24, "noise-set": 5 + 7}[best.config["features"]]
     weights = torch.load(result.best_checkpoints["vbpr"], map_location="cpu", weights_only=False)["model"]
     assert any(t.ndim == 2 and t.shape[1] == width for t in weights.values())
+    logged = mlflow.MlflowClient().get_run(result.run_id).data.params
+    assert json.loads(logged["data.feature_sets"]) == [str(noise)] and logged["data.features"] == "raw"
     # the planted content carries the signal; noise does not: raw wins on average over the paired draws
     mean = {s: np.mean([r.score for r in vbpr if r.config["features"] == s]) for s in ("raw", "noise-set")}
     assert mean["raw"] > mean["noise-set"], mean

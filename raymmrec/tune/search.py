@@ -221,6 +221,7 @@ def _parent_params(cfg: TuneBackbonesConfig, spaces: dict[str, Space], data_summ
     return {"models": list(spaces), "search": to_dict(cfg.search), "trainer": to_dict(cfg.trainer),
             "spaces": {m: json.dumps(sp) for m, sp in spaces.items()}, "fixed": cfg.params,
             "data": {"path": cfg.data or f"synth:{cfg.synth_size}", "features": cfg.features,
+                     "feature_sets": cfg.feature_sets,
                      "users": data_summary["n_users"], "items": data_summary["n_items"]}}
 
 
