@@ -208,7 +208,8 @@ class Pipeline:
             raise ConfigError("pipeline: the tune stage finished without a best checkpoint (no trial completed)")
         from raymmrec.tune.leaderboard import leaderboard_text
 
-        return {"features": res.features_of(best, sub.features), "best_model": best.model, "best_checkpoint": res.best_checkpoints[best.model],
+        return {"features": res.features_of(best, sub.features), "best_model": best.model,
+                "best_checkpoint": res.best_checkpoints[best.model],
                 "leaderboard": leaderboard_text(res.trials, sub.trainer.topk), "trials": len(res.trials),
                 "trial_epochs": res.trial_epochs}
 

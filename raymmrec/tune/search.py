@@ -111,10 +111,11 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
     check_search_config(cfg.search, cfg.trainer.epochs)
     spaces = resolve_spaces(cfg)
     fixed = {get_model(k).name: dict(v) for k, v in cfg.params.items()}
-    path = cfg.data or data.source if data is not None else ""
     if data is None:
         path = cfg.data or default_dataset_dir(cfg.output, cfg.synth_size, cfg.synth_seed, out)
         data = InteractionData.load(path, cfg.features or None)
+    else:
+        path = cfg.data or data.source
     sets = load_feature_sets(cfg, path, data)
     searched = {m: list(sets) if get_model(m).model_cls.needs_features else [next(iter(sets))] for m in spaces}
     for model in spaces:
@@ -124,8 +125,8 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
             get_model(model).build(fixed.get(model), sets[label])
     root = storage.experiment_root(cfg.storage or str(Path(cfg.output) / "experiments"), cfg.name)
     paths = {m: f"{root}/{m}" for m in spaces}
-    restore = {m: _restorable(cfg, paths[m], {**_search_ident(cfg, m, spaces[m], fixed.get(m, {}), data),
-                                              "feature_sets": searched[m]}) for m in spaces}
+    restore = {m: _restorable(cfg, paths[m], _search_ident(cfg, m, spaces[m], fixed.get(m, {}), data, searched[m]))
+               for m in spaces}
     expected = {m: expected_trials(sp, cfg.search.algorithm, cfg.search.num_samples) * _set_factor(cfg, searched[m])
                 for m, sp in spaces.items()}
     init_ray(cfg.ray)
@@ -158,8 +159,7 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
         result = SearchResult(name=cfg.name, trials=rows, best=best_per_model(rows), best_checkpoints={},
                               complete=complete, expected_trials=expected, seconds=time.perf_counter() - started,
                               run_id=run.info.run_id if run is not None else None, experiment_paths=paths,
-                              feature_sets={label: ref for label, ref in zip(sets, [cfg.features, *cfg.feature_sets])
-                                            if len(sets) > 1})
+                              feature_sets=feature_set_refs(cfg) if len(sets) > 1 else {})
         _finish(cfg, result, out)
     return result
 
@@ -169,13 +169,22 @@ def feature_label(ref: str) -> str:
     return Path(ref).name if os.sep in ref else ref
 
 
-def load_feature_sets(cfg: TuneBackbonesConfig, path: str, data: InteractionData) -> dict[str, InteractionData]:
-    """The searched feature sets by label, `cfg.features` (already loaded as `data`) first."""
-    sets = {feature_label(cfg.features or "none"): data}
+def feature_set_refs(cfg: TuneBackbonesConfig) -> dict[str, str]:
+    """Every searched feature set, label → name or folder, `cfg.features` first; a set given twice is refused."""
+    refs = {feature_label(cfg.features or "none"): cfg.features}
     for ref in cfg.feature_sets:
         label = feature_label(ref)
-        if label in sets:
+        if label in refs:
             raise ConfigError(f"feature_sets: '{ref}' is already searched as feature set '{label}'")
+        refs[label] = ref
+    return refs
+
+
+def load_feature_sets(cfg: TuneBackbonesConfig, path: str, data: InteractionData) -> dict[str, InteractionData]:
+    """The searched feature sets by label, `cfg.features` (already loaded as `data`) first."""
+    labels = iter(feature_set_refs(cfg).items())
+    sets = {next(labels)[0]: data}
+    for label, ref in labels:
         other = InteractionData.load(path, ref)
         if other.feature_set in (None, "mmrec"):
             raise ConfigError(f"feature_sets: '{path}' is an MMRec folder, which holds one feature set; "
@@ -205,7 +214,8 @@ def _restorable(cfg: TuneBackbonesConfig, path: str, ident: dict) -> bool:
     return False
 
 
-def _search_ident(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, data: InteractionData) -> dict:
+def _search_ident(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, data: InteractionData,
+                  labels: list[str]) -> dict:
     """What a model's search is: a resumed search must match it."""
     search = to_dict(cfg.search)
     for k in ("max_concurrent_trials", "report_every_s", "cpus_per_trial", "gpus_per_trial"):
@@ -214,7 +224,7 @@ def _search_ident(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
     for k in ("device", "num_threads", "eval_batch_size"):
         trainer.pop(k)
     return {"model": model, "space": space, "fixed": fixed, "search": search, "trainer": trainer,
-            "data": [data.name, data.n_users, data.n_items, data.n_train, data.feature_set]}
+            "data": [data.name, data.n_users, data.n_items, data.n_train, data.feature_set], "feature_sets": labels}
 
 
 def _parent_params(cfg: TuneBackbonesConfig, spaces: dict[str, Space], data_summary: dict) -> dict[str, Any]:
@@ -240,23 +250,23 @@ def _search_model(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         param_space = tune_space(space, cfg.search.algorithm, cfg.search.seed)
+        points = distinct_draws(space, cfg.search.algorithm, cfg.search.num_samples, cfg.search.seed)
         if len(labels) > 1:
-            # Listed draws name their set themselves (_tune_config); other samples are crossed with every set.
-            drawn = distinct_draws(space, cfg.search.algorithm, cfg.search.num_samples) is not None
-            param_space[FEATURES_KEY] = (tune.choice(labels) if drawn or _set_factor(cfg, labels) == 1
+            if points is not None:    # the same draws on every feature set: a paired comparison
+                points = [{**p, FEATURES_KEY: label} for p in points for label in labels]
+            # listed draws name their set; other samples are crossed with every set, or a searcher picks one
+            param_space[FEATURES_KEY] = (tune.choice(labels) if points is not None or _set_factor(cfg, labels) == 1
                                          else tune.grid_search(labels))
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=_tune_config(cfg, space, num_trials, labels),
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=_tune_config(cfg, num_trials, points),
                            run_config=_run_config(cfg, model, space, fixed, path, callbacks))
     return tuner.fit()
 
 
-def _tune_config(cfg: TuneBackbonesConfig, space: Space, num_trials: int, labels: list[str]) -> Any:
+def _tune_config(cfg: TuneBackbonesConfig, num_trials: int, points: list[dict[str, Any]] | None) -> Any:
+    """Metric, searcher and scheduler; `points`: the exact configs of a random search over listed values."""
     from ray import tune
 
     metric = search_metric(cfg.trainer.valid_metric)
-    points = distinct_draws(space, cfg.search.algorithm, cfg.search.num_samples, cfg.search.seed)
-    if points is not None and len(labels) > 1:    # the same draws on every feature set: a paired comparison
-        points = [{**p, FEATURES_KEY: label} for p in points for label in labels]
     return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric, points),
                            scheduler=make_scheduler(cfg.search, cfg.trainer.epochs, num_trials),
                            num_samples=cfg.search.num_samples if points is None else len(points), reuse_actors=True)
