@@ -69,14 +69,22 @@ class HoldFirstTrialForNodes(Callback):
         self.held = False
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        import ray
-
         if not self.held:
             self.held = True
-            # alive is not enough: a node that has joined but holds no placement group yet can lose the pending
-            # trials to the first node freeing up
-            _wait_for(lambda: len(alive_worker_nodes()) >= self.n and ray.available_resources().get("CPU", 0) < 1,
-                      300, f"{self.n} worker nodes with a trial placed on each")
+            _wait_for(lambda: len(_worker_nodes_with_cpu_reserved()) >= self.n, 300,
+                      f"{self.n} worker nodes with a trial placed on each")
+
+
+def _worker_nodes_with_cpu_reserved() -> list[str]:
+    """Alive worker nodes whose CPUs are known to the cluster and all reserved."""
+    from ray._private.state import state
+
+    # alive is not enough: a node that has joined but holds no placement group yet can lose the pending trials
+    # to the first node freeing up. Per node, not the cluster's free CPU: a node can be alive before its CPU
+    # is counted, so the cluster total read 0 free while only the first node held a trial (CI, stop 22).
+    total, free = state.total_resources_per_node(), state.available_resources_per_node()
+    return [n["NodeID"] for n in alive_worker_nodes()
+            if total.get(n["NodeID"], {}).get("CPU", 0) >= 1 and free.get(n["NodeID"], {}).get("CPU", 0) < 1]
 
 
 def _search(tmp_path, name: str, grid: list[float], epochs: int, address: str, **search) -> TuneBackbonesConfig:

@@ -1,6 +1,7 @@
 import mlflow
 
 from raymmrec.recsys.trainer import TrainerConfig
+from raymmrec.tracking import TrackingConfig
 from raymmrec.tune.algorithms import SearchConfig
 from raymmrec.tune.search import TuneBackbonesConfig, tune_backbones
 from recsys_planted import FAST_TRAINER, tiny_data
@@ -75,3 +76,18 @@ def test_sync_halving_pauses_every_config_at_a_rung_then_resumes_only_the_best(r
                                f"tags.trial_id = '{best.trial_id}'")[0]
     history = client.get_metric_history(child.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == list(range(1, MAX_EPOCHS + 1))
+
+
+def test_a_fixed_trainer_key_applies_to_its_model_only(ray_local, tmp_path):
+    # `params` may fix trainer keys per model ("trainer.epochs"), as `spaces` may search them
+    cfg = TuneBackbonesConfig(
+        models=["bpr", "lightgcn"], spaces={"bpr": {"reg_weight": {"grid": [0.0]}},
+                                            "lightgcn": {"reg_weight": {"grid": [0.0]}}},
+        params={"lightgcn": {"trainer.epochs": 1, "n_layers": 1}},
+        search=SearchConfig(scheduler="fifo", cpus_per_trial=0.5),
+        trainer=TrainerConfig(epochs=3, patience=50, **FAST_TRAINER), name="fixed_trainer",
+        output=str(tmp_path / "out"), tracking=TrackingConfig(enabled=False))
+    result = tune_backbones(cfg, data=tiny_data(), out=lambda line: None)
+
+    epochs = {r.model: r.epochs for r in result.trials}
+    assert result.complete and epochs == {"bpr": 3, "lightgcn": 1}

@@ -27,7 +27,8 @@ from raymmrec.tune import storage
 from raymmrec.tune.algorithms import SearchConfig, check_search_config, make_scheduler, make_search_alg
 from raymmrec.tune.leaderboard import (TrialRow, best_per_model, curves_figure, leaderboard_rows,
                                        leaderboard_text, trial_rows, trials_table)
-from raymmrec.tune.space import FEATURES_KEY, Space, distinct_draws, expected_trials, model_space, tune_space
+from raymmrec.tune.space import (FEATURES_KEY, Space, distinct_draws, expected_trials, model_space, split_params,
+                                 tune_space)
 from raymmrec.tune.trial import run_trial, search_metric
 from raymmrec.tune.trial_runs import TrialRuns
 
@@ -122,7 +123,7 @@ def tune_backbones(cfg: TuneBackbonesConfig, data: InteractionData | None = None
         # Building each model once here checks the data before any trial, and fills what the data object
         # carries to every trial (FREEDOM's kNN graph) before its one trip to the object store.
         for label in searched[model]:
-            get_model(model).build(fixed.get(model), sets[label])
+            get_model(model).build(split_params(fixed.get(model, {}))[0], sets[label])
     root = storage.experiment_root(cfg.storage or str(Path(cfg.output) / "experiments"), cfg.name)
     paths = {m: f"{root}/{m}" for m in spaces}
     restore = {m: _restorable(cfg, paths[m], _search_ident(cfg, m, spaces[m], fixed.get(m, {}), data, searched[m]))
