@@ -36,13 +36,19 @@ class BackboneAccuracyConfig:
     out: str = ""
 
 
-def bench_data_path(data: str, work: str) -> Path:
-    """The dataset to bench: `data`, or generated `baby` under `work` (made once)."""
-    path = Path(data) if data else Path(work) / "synth-baby"
-    if not data and not (path / "stats.json").is_file():
-        from raymmrec.data.synth import SynthConfig, generate_dataset
+def bench_data_path(data: str, work: str, synth: dict[str, Any] | None = None) -> Path:
+    """The dataset to bench: `data`, or generated `baby` under `work` with `synth` settings (made once)."""
+    from raymmrec.config import from_dict
+    from raymmrec.data.synth import SynthConfig, generate_dataset
 
-        generate_dataset(SynthConfig(size="baby", seed=0), path)
+    if data:
+        return Path(data)
+    cfg = from_dict(SynthConfig, {"size": "baby", "seed": 0, **(synth or {})}, prefix="synth.")
+    # one folder per setting, so calibrating a generator knob never reuses another setting's dataset
+    tag = "".join(f"-{k}{v}" for k, v in sorted((synth or {}).items()) if k not in ("size", "seed"))
+    path = Path(work) / (f"synth-{cfg.size}{tag}" + (f"-seed{cfg.seed}" if cfg.seed else ""))
+    if not (path / "stats.json").is_file():
+        generate_dataset(cfg, path)
     return path
 
 

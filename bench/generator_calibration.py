@@ -7,6 +7,7 @@ planted truth (synth_truth.npz).
     python bench/generator_calibration.py                                  # generated `baby` (made once)
     python bench/generator_calibration.py trainer.epochs=60 out=calib.json # cap epochs to fit a time budget
     python bench/generator_calibration.py data=<dataset dir> models='[lightgcn, freedom]' references='[oracle]'
+    python bench/generator_calibration.py synth='{off_preference: 0.5}' models='[lightgcn, bm3]' # another setting
 
 Targets (issue 13, real Baby in ALGORITHMS.md §6.2): LightGCN test Recall@20 in 0.05–0.11 with BPR below it;
 FREEDOM, LATTICE, BM3, MGCN and AlignRec at >= 1.15x LightGCN; VBPR above BPR; on cold items every model
@@ -40,6 +41,7 @@ class GeneratorCalibrationConfig:
     """The dataset, the backbones (default settings unless `params` says), the references and the trainer."""
 
     data: str = ""                          # empty: generated `baby` under `work`
+    synth: dict[str, Any] = field(default_factory=dict)   # generator settings over `baby`'s (e.g. off_preference)
     features: str = "raw"
     work: str = "/tmp/raymmrec-bench"
     models: list[str] = field(default_factory=lambda: list(BACKBONES))
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> None:
     from raymmrec.recsys.interaction_data import InteractionData
 
     cfg = load_config(GeneratorCalibrationConfig, argv)
-    root = bench_data_path(cfg.data, cfg.work)
+    root = bench_data_path(cfg.data, cfg.work, cfg.synth)
     data = InteractionData.load(root, cfg.features or None)
     print(json.dumps(data.summary()), flush=True)
     rows = []
