@@ -28,6 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ensure_auth_token() -> None:
+    """Create the local Ray auth token when none exists (a fresh machine has none).
+
+    `ray.init()` of a local cluster writes ~/.ray/auth_token on first use, but `ray start --head` refuses to run
+    without one, so a suite whose first Ray is a `ray start` head failed on a new machine.
+    """
+    from ray._private.authentication.authentication_token_setup import (_get_default_token_path,
+                                                                          generate_and_save_token)
+
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(os.environ.get("RAY_AUTH_TOKEN_PATH", _get_default_token_path())).exists():
+        return
+    generate_and_save_token()
+
+
 def end_process_tree(pid: int, grace_s: float = 20.0) -> None:
     """SIGTERM `pid` and every descendant it has now, then SIGKILL whatever is left after `grace_s`."""
     try:
@@ -120,6 +134,7 @@ def fake_autoscaling_head(worker_types: dict, max_workers: int, head_object_stor
 
     Yields {"address": GCS address, "dashboard": job API URL, "env": environment for `ray` commands}.
     """
+    ensure_auth_token()
     port, dash, agent, agent_grpc, metrics = (free_port() for _ in range(5))
     temp = tempfile.mkdtemp(prefix="ras", dir="/tmp")      # short: Ray's socket paths have a length limit
     config = {

@@ -67,24 +67,26 @@ class HoldFirstTrialForNodes(Callback):
     def __init__(self, n: int):
         self.n = n
         self.held = False
+        self.released_with: set[str] = set()   # the worker nodes holding a placement group when it let go
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if not self.held:
             self.held = True
-            _wait_for(lambda: len(_worker_nodes_with_cpu_reserved()) >= self.n, 300,
+            _wait_for(lambda: len(_worker_nodes_holding_a_placement_group()) >= self.n, 300,
                       f"{self.n} worker nodes with a trial placed on each")
+            self.released_with = _worker_nodes_holding_a_placement_group()
 
 
-def _worker_nodes_with_cpu_reserved() -> list[str]:
-    """Alive worker nodes whose CPUs are known to the cluster and all reserved."""
-    from ray._private.state import state
+def _worker_nodes_holding_a_placement_group() -> set[str]:
+    """Alive worker nodes on which a placement group (a trial's reservation) has been created."""
+    from ray.util import placement_group_table
 
-    # alive is not enough: a node that has joined but holds no placement group yet can lose the pending trials
-    # to the first node freeing up. Per node, not the cluster's free CPU: a node can be alive before its CPU
-    # is counted, so the cluster total read 0 free while only the first node held a trial (CI, stop 22).
-    total, free = state.total_resources_per_node(), state.available_resources_per_node()
-    return [n["NodeID"] for n in alive_worker_nodes()
-            if total.get(n["NodeID"], {}).get("CPU", 0) >= 1 and free.get(n["NodeID"], {}).get("CPU", 0) < 1]
+    # Asked of the placement groups themselves: a node's free CPU is not, since a node can be alive before its
+    # resources are reported, and a resource with nothing free is left out of the report (read as 0 free either
+    # way), so a second node that held nothing passed for a busy one and one node ran all six trials (CI, stop 22).
+    workers = {n["NodeID"] for n in alive_worker_nodes()}
+    return {node for pg in placement_group_table().values() if pg["state"] == "CREATED"
+            for node in pg["bundles_to_node_id"].values() if node in workers}
 
 
 def _search(tmp_path, name: str, grid: list[float], epochs: int, address: str, **search) -> TuneBackbonesConfig:
@@ -104,15 +106,18 @@ def test_search_scales_out_from_no_workers_and_idle_nodes_go(autoscaling_head, t
     try:
         assert alive_worker_nodes() == []
         head = ray.get_runtime_context().get_node_id()
-        # one trial per 1-CPU node; the first trial is held at its first report until the autoscaler's second node
-        # holds a pending trial (else, on a quiet machine, the first node can run all six short trials first)
+        # one trial per 1-CPU node; the first trial is held at its start until the autoscaler's second node holds
+        # a pending trial's placement group (else, on a quiet machine, the first node can run all six short trials
+        # first). No actor reuse: with it, the first node's actor, free again after a sub-second trial, took the
+        # trial whose process was still starting on the second node (2 of 7 runs here put all six on one node).
         cfg = _search(tmp_path, "autoscaled", [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1], 4, autoscaling_head["address"],
-                      cpus_per_trial=1.0)
-        result = tune_backbones(cfg, data=tiny_data(), callbacks=[HoldFirstTrialForNodes(2)], out=lambda line: None)
+                      cpus_per_trial=1.0, reuse_actors=False)
+        hold = HoldFirstTrialForNodes(2)
+        result = tune_backbones(cfg, data=tiny_data(), callbacks=[hold], out=lambda line: None)
 
         assert result.complete and len(result.trials) == 6 and all(r.epochs == 4 for r in result.trials)
         nodes = {n for r in result.trials for n in r.nodes}
-        assert head not in nodes and len(nodes) >= 2, nodes
+        assert head not in nodes and len(nodes) >= 2, (nodes, hold.released_with)
         board = json.loads((tmp_path / "out" / "autoscaled" / "leaderboard.json").read_text())
         assert board[0]["model"] == "bpr"
         trials = json.loads((tmp_path / "out" / "autoscaled" / "trials.json").read_text())

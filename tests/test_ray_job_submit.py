@@ -1,32 +1,25 @@
 """A job submitted with `ray job submit --working-dir .` to a local Ray head runs unchanged and writes its result."""
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
+from ray_clusters import BIN, ensure_auth_token, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
 def ray_head():
     """A private `ray start --head --block` in its own process group, torn down by signalling that group."""
+    ensure_auth_token()
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")   # short: Ray's socket paths have a length limit
     # Every port of its own: another local Ray (the suite's `ray_local`) already holds the default agent ports.
-    port, dash, agent, agent_grpc, metrics = (_free_port() for _ in range(5))
+    port, dash, agent, agent_grpc, metrics = (free_port() for _ in range(5))
     env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(

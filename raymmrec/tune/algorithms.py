@@ -33,6 +33,9 @@ class SearchConfig:
     max_concurrent_trials: int = 0         # 0: as many as the resources allow
     seed: int = 0                          # sampling seed of the search algorithm
     report_every_s: float = 20.0           # how often the live progress table is printed
+    # Tune's actor reuse: a slot's process runs trial after trial. false starts a fresh process (and placement) per
+    # trial, which spreads short trials over nodes that join while a search runs, at a process start each.
+    reuse_actors: bool = True
 
 
 def check_search_config(cfg: SearchConfig, max_epochs: int) -> None:

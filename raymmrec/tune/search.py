@@ -270,7 +270,7 @@ def _tune_config(cfg: TuneBackbonesConfig, num_trials: int, points: list[dict[st
     metric = search_metric(cfg.trainer.valid_metric)
     return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric, points),
                            scheduler=make_scheduler(cfg.search, cfg.trainer.epochs, num_trials),
-                           num_samples=cfg.search.num_samples if points is None else len(points), reuse_actors=True)
+                           num_samples=cfg.search.num_samples if points is None else len(points), reuse_actors=cfg.search.reuse_actors)
 
 
 def _run_config(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, path: str,
