@@ -4,6 +4,7 @@ one epoch, or one batch where an epoch does not fit, in a fresh process; peak RS
     python bench/tenfold_memory.py                                   # every part at 10 × Electronics
     python bench/tenfold_memory.py scale=1 out=/tmp/x1.json          # the same parts at Electronics size
     python bench/tenfold_memory.py parts='[freedom]' eval_users=256  # one part
+    python bench/tenfold_memory.py parts='[freedom]' time_cap_s=1800 # a part past 30 min stops, naming its step
 
 Parts: `prepare` (dedupe, 5-core, re-index, split and write the interactions of a raw table with string ids),
 `data` (the recsys InteractionData with stage-3-sized item features: what one trial holds and what the
@@ -53,15 +54,18 @@ class TenfoldConfig:
     eval_users: int = 512
     threads: int = 2
     rss_cap_gb: float = 16.0     # a part above this stops with the step it was in (the finding), not the machine
+    time_cap_s: float = 0.0      # likewise for a part that runs longer than this (0: no limit)
     seed: int = 0
     out: str = ""
 
 
 class RssCap:
-    """Stops this process with a RESULT line naming the step when its RSS passes the cap (instead of the OOM killer)."""
+    """Stops this process with a RESULT line naming the step when its RSS passes the cap (instead of the OOM killer)
+    or, with a time cap, when it has run that long (a build that takes hours is a finding too)."""
 
-    def __init__(self, part: str, cap_gb: float, scale: float):
+    def __init__(self, part: str, cap_gb: float, scale: float, time_cap_s: float = 0.0):
         self.part, self.cap_gb, self.scale, self.step = part, cap_gb, scale, "start"
+        self.time_cap_s, self.started = time_cap_s, time.perf_counter()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def at(self, step: str) -> None:
@@ -72,11 +76,12 @@ class RssCap:
 
         me = psutil.Process()
         while True:
-            rss = me.memory_info().rss / 2**30
-            if rss > self.cap_gb:
-                print("RESULT " + json.dumps({"part": self.part, "scale": self.scale, "peak_rss_gb": rss, "s": 0.0,
-                                              "error": f"over the {self.cap_gb:g} GB cap during: {self.step}"}),
-                      flush=True)
+            rss, s = me.memory_info().rss / 2**30, time.perf_counter() - self.started
+            over = (f"over the {self.cap_gb:g} GB cap" if rss > self.cap_gb else
+                    f"over the {self.time_cap_s:g} s time cap" if 0 < self.time_cap_s < s else "")
+            if over:
+                print("RESULT " + json.dumps({"part": self.part, "scale": self.scale, "peak_rss_gb": _peak_gb(),
+                                              "s": s, "error": f"{over} during: {self.step}"}), flush=True)
                 os._exit(3)
             time.sleep(0.2)
 
@@ -213,7 +218,7 @@ def part_backbone(cfg: TenfoldConfig, model_name: str) -> dict[str, Any]:
 def run_part(name: str, cfg: TenfoldConfig) -> dict[str, Any]:
     """One part in this process, with its peak RSS."""
     global CAP
-    CAP = RssCap(name, cfg.rss_cap_gb, cfg.scale)
+    CAP = RssCap(name, cfg.rss_cap_gb, cfg.scale, cfg.time_cap_s)
     row = part_prepare(cfg) if name == "prepare" else part_data(cfg) if name == "data" else part_backbone(cfg, name)
     return {"part": name, "scale": cfg.scale, **row, "peak_rss_gb": _peak_gb()}
 
