@@ -129,15 +129,21 @@ def test_search_scales_out_from_no_workers_and_idle_nodes_go(autoscaling_head, t
 
 @pytest.mark.timeout(900)
 def test_pipeline_job_submitted_to_the_autoscaling_head(autoscaling_head, tmp_path):
-    out = tmp_path / "tune"
+    import pyarrow.parquet as pq
+
+    work = tmp_path / "pipeline"
     # No --working-dir: fake nodes share one disk, and a fake node removed when idle deletes the session's
     # unpacked working dir under the running driver (test_ray_job_submit.py covers --working-dir itself).
     runtime_env = json.dumps({"env_vars": {"RAYMMREC_CACHE_DIR": "", "PYTHONPATH": str(ROOT)}})
+    # the pipeline's stages that need no encoder: pre-training and extraction have their own multi-node tests
     cmd = [str(BIN / "ray"), "job", "submit", "--address", autoscaling_head["dashboard"],
            "--runtime-env-json", runtime_env, "--",
-           "python", str(ROOT / "jobs" / "tune_backbones.py"), "models=[bpr]", "trainer.epochs=2", "trainer.patience=1",
-           "spaces={bpr: {reg_weight: {grid: [0.001, 0.0001]}}}", "search.scheduler=fifo", f"output={out}",
-           "name=submitted", "tracking.enabled=false", "synth_size=tiny", "search.report_every_s=30"]
+           "python", str(ROOT / "jobs" / "pipeline.py"), f"workdir={work}", "stages=[prepare, tune, recommend]",
+           "prepare.synth.size=tiny", "tune.models=[bpr]", "tune.feature_sets=[]", "tune.trainer.epochs=2",
+           "tune.trainer.patience=1", "tune.search.algorithm=grid", "tune.search.num_samples=1",
+           "tune.search.scheduler=fifo", "tune.search.report_every_s=30",
+           "tune.spaces={bpr: {reg_weight: {grid: [0.001, 0.0001]}}}",
+           "recommend.actors=1", "tracking.enabled=false"]
     for _ in range(15):   # the head's job agent comes up a little after its dashboard answers
         done = subprocess.run(cmd, env=autoscaling_head["env"], capture_output=True, text=True, timeout=800)
         if "No available agent" not in done.stdout + done.stderr:
@@ -145,8 +151,14 @@ def test_pipeline_job_submitted_to_the_autoscaling_head(autoscaling_head, tmp_pa
         time.sleep(4)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout.lower()
-    trials = json.loads((out / "submitted" / "trials.json").read_text())
+    (trials_file,) = work.glob("tune-*/search/trials.json")
+    trials = json.loads(trials_file.read_text())
     assert len(trials) == 2 and all(t["epochs"] == 2 and t["nodes"] for t in trials)
+    (dataset,) = work.glob("prepare-*/dataset")
+    n_users = len(pq.read_table(dataset / "users.parquet"))
+    (recs,) = work.glob("recommend-*/recommendations")
+    users = pq.read_table(recs, columns=["user"]).column("user").to_pylist()
+    assert sorted(users) == list(range(n_users))
 
 
 @pytest.fixture()
