@@ -37,9 +37,9 @@ def ensure_auth_token() -> None:
     from ray._private.authentication.authentication_token_setup import (_get_default_token_path,
                                                                           generate_and_save_token)
 
-    if os.environ.get("RAY_AUTH_TOKEN") or Path(os.environ.get("RAY_AUTH_TOKEN_PATH", _get_default_token_path())).exists():
-        return
-    generate_and_save_token()
+    token_path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", _get_default_token_path()))
+    if not os.environ.get("RAY_AUTH_TOKEN") and not token_path.exists():
+        generate_and_save_token()
 
 
 def end_process_tree(pid: int, grace_s: float = 20.0) -> None:

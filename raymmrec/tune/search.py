@@ -219,7 +219,7 @@ def _search_ident(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dic
                   labels: list[str]) -> dict:
     """What a model's search is: a resumed search must match it."""
     search = to_dict(cfg.search)
-    for k in ("max_concurrent_trials", "report_every_s", "cpus_per_trial", "gpus_per_trial"):
+    for k in ("max_concurrent_trials", "report_every_s", "cpus_per_trial", "gpus_per_trial", "reuse_actors"):
         search.pop(k)
     trainer = to_dict(cfg.trainer)
     for k in ("device", "num_threads", "eval_batch_size"):
@@ -270,7 +270,8 @@ def _tune_config(cfg: TuneBackbonesConfig, num_trials: int, points: list[dict[st
     metric = search_metric(cfg.trainer.valid_metric)
     return tune.TuneConfig(metric=metric, mode="max", search_alg=make_search_alg(cfg.search, metric, points),
                            scheduler=make_scheduler(cfg.search, cfg.trainer.epochs, num_trials),
-                           num_samples=cfg.search.num_samples if points is None else len(points), reuse_actors=cfg.search.reuse_actors)
+                           num_samples=cfg.search.num_samples if points is None else len(points),
+                           reuse_actors=cfg.search.reuse_actors)
 
 
 def _run_config(cfg: TuneBackbonesConfig, model: str, space: Space, fixed: dict, path: str,
